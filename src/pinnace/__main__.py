@@ -1,0 +1,5 @@
+import sys
+
+from pinnace.cli.main import main
+
+sys.exit(main())
