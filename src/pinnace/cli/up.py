@@ -1,0 +1,200 @@
+"""`pinnace up`: a whole cluster in one process.
+
+The API server on the embedded SQLite store, the scheduler, the controller manager, cluster DNS, the
+service proxy and one node agent (more with `--nodes N`) run as asyncio tasks of one process. They
+still talk to each other only through the API server over HTTPS, exactly as they would on separate
+machines. Ctrl-C (or `pinnace down` for `-d`) stops them in reverse order; running `pinnace up` again on
+the same data dir resumes the same cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pinnace.cli.common import default_data_dir, pid_file, say
+
+NODE_READY_TIMEOUT = 30.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("up", help="run a whole cluster (server, scheduler, controllers, DNS, proxy, nodes)")
+    parser.add_argument("--data-dir", default=None, help="where the cluster keeps its state (default: %(default)s)")
+    parser.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+    parser.add_argument("--runtime", choices=("process", "cri"), default="process", help="container runtime of the nodes")
+    parser.add_argument("--port", type=int, default=6443, help="API server port (default 6443)")
+    parser.add_argument("--bind-address", default="127.0.0.1", help="API server address (default 127.0.0.1)")
+    parser.add_argument("--proxy-mode", choices=("auto", "iptables", "userspace"), default="auto")
+    parser.add_argument("-d", "--detach", action="store_true", help="run in the background; stop with `pinnace down`")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or default_data_dir()).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if args.nodes < 1:
+        from pinnace.cli.main import CliError
+
+        raise CliError("--nodes must be at least 1")
+    if args.detach:
+        return detach(args, data_dir)
+    try:
+        return asyncio.run(Cluster(args, data_dir).run_until_stopped())
+    except KeyboardInterrupt:
+        return 0
+
+
+def detach(args: argparse.Namespace, data_dir: Path) -> int:
+    """Start `pinnace up` in a new session, wait for it to be ready, print how to use it."""
+    pid_path = pid_file(data_dir)
+    if pid_path.exists():
+        with contextlib.suppress(ValueError, ProcessLookupError):
+            pid = int(pid_path.read_text())
+            os.kill(pid, 0)
+            from pinnace.cli.main import CliError
+
+            raise CliError(f"a cluster is already running from {data_dir} (pid {pid}); stop it with `pinnace down`")
+    argv = [sys.executable, "-m", "pinnace", "up", "--data-dir", str(data_dir), "--nodes", str(args.nodes),
+            "--runtime", args.runtime, "--port", str(args.port), "--bind-address", args.bind_address,
+            "--proxy-mode", args.proxy_mode]
+    log_path = data_dir / "pinnace.log"
+    ready_path = data_dir / "ready"
+    ready_path.unlink(missing_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if ready_path.exists():
+            say(f"cluster running in the background (pid {process.pid}); log: {log_path}")
+            say(ready_path.read_text().rstrip())
+            return 0
+        if process.poll() is not None:
+            say(f"pinnace up exited with status {process.returncode}; see {log_path}")
+            return 1
+        time.sleep(0.2)
+    say(f"the cluster did not become ready in time; see {log_path}")
+    return 1
+
+
+class Cluster:
+    """Starts every component in order and stops them in reverse."""
+
+    def __init__(self, args: argparse.Namespace, data_dir: Path) -> None:
+        self.args = args
+        self.data_dir = data_dir
+        self.stack: list[tuple[str, object]] = []
+        self.started = time.monotonic()
+
+    def progress(self, message: str) -> None:
+        say(f"[{time.monotonic() - self.started:5.1f}s] {message}")
+
+    async def run_until_stopped(self) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        pid_file(self.data_dir).write_text(str(os.getpid()))
+        try:
+            await self.start()
+            await stop.wait()
+            self.progress("stopping")
+        finally:
+            await self.stop()
+            pid_file(self.data_dir).unlink(missing_ok=True)
+            (self.data_dir / "ready").unlink(missing_ok=True)
+        self.progress("stopped")
+        return 0
+
+    async def _start(self, name: str, component: object) -> None:
+        await component.start()  # type: ignore[attr-defined]
+        self.stack.append((name, component))
+        self.progress(f"{name} started")
+
+    async def start(self) -> None:
+        from pinnace.apiserver.server import ApiServer, ServerConfig
+        from pinnace.client import Client
+
+        args = self.args
+        server = ApiServer(ServerConfig(data_dir=str(self.data_dir), port=args.port, bind_address=args.bind_address))
+        await self._start("api server", server)
+        kubeconfig = str(server.kubeconfig_path)
+        self.client = await Client.from_kubeconfig(kubeconfig)
+
+        from pinnace.controllers.manager import ControllerManager
+        from pinnace.scheduler.scheduler import Scheduler
+
+        await self._start("controller manager", ControllerManager(self.client))
+        await self._start("scheduler", Scheduler(self.client))
+        await self.start_dns()
+        await self.start_nodes()
+        names = [self.node_name(i) for i in range(args.nodes)]
+        await self.wait_nodes_ready(names)
+        message = (
+            f"cluster ready: {len(names)} node(s) Ready in {time.monotonic() - self.started:.1f}s\n"
+            f"  export KUBECONFIG={kubeconfig}\n"
+            f"  kubectl get nodes"
+        )
+        say(message)
+        (self.data_dir / "ready").write_text(message + "\n")
+
+    async def start_dns(self) -> None:
+        from pinnace.dns.server import DnsConfig, DnsServer, ensure_kube_dns_service
+
+        dns = DnsServer(self.client, DnsConfig())
+        await self._start("dns", dns)
+        await ensure_kube_dns_service(self.client, dns)
+
+    def node_name(self, index: int) -> str:
+        base = os.uname().nodename.split(".")[0].lower() or "node"
+        return base if index == 0 else f"{base}-{index + 1}"
+
+    async def start_nodes(self) -> None:
+        from pinnace.kubelet.agent import Kubelet, KubeletConfig
+        from pinnace.proxy.proxier import Proxy, ProxyConfig
+
+        for index in range(self.args.nodes):
+            name = self.node_name(index)
+            config = KubeletConfig(
+                node_name=name,
+                data_dir=str(self.data_dir / "nodes" / name),
+                runtime=self.args.runtime,
+                port=10250 + 2 * index,
+                read_only_port=10255 + 2 * index,
+                node_index=index,
+            )
+            await self._start(f"node {name}", Kubelet(self.client, config))
+        await self._start("proxy", Proxy(self.client, ProxyConfig(mode=self.args.proxy_mode, node_name=self.node_name(0))))
+
+    async def wait_nodes_ready(self, names: list[str]) -> None:
+        deadline = time.monotonic() + NODE_READY_TIMEOUT
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            for name in list(pending):
+                with contextlib.suppress(Exception):
+                    node = await self.client.get("v1/nodes", name)
+                    for condition in node.get("status", {}).get("conditions", []):
+                        if condition["type"] == "Ready" and condition["status"] == "True":
+                            pending.discard(name)
+                            self.progress(f"node {name} Ready")
+            if pending:
+                await asyncio.sleep(0.1)
+        if pending:
+            self.progress(f"warning: node(s) not Ready yet: {', '.join(sorted(pending))}")
+
+    async def stop(self) -> None:
+        while self.stack:
+            name, component = self.stack.pop()
+            try:
+                await asyncio.wait_for(component.stop(), timeout=40)  # type: ignore[attr-defined]
+            except Exception as error:  # one component failing to stop must not leave the rest running
+                self.progress(f"{name} did not stop cleanly: {error}")
+        client = getattr(self, "client", None)
+        if client is not None:
+            await client.close()
