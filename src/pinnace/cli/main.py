@@ -25,7 +25,8 @@ COMMANDS = (
     "proxy",
     "dns",
     "images",
-    "kubectl_like",
+    "resources",
+    "workloads",
 )
 
 

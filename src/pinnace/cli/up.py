@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=6443, help="API server port (default 6443)")
     parser.add_argument("--bind-address", default="127.0.0.1", help="API server address (default 127.0.0.1)")
     parser.add_argument("--proxy-mode", choices=("auto", "iptables", "userspace"), default="auto")
+    parser.add_argument("--dns-port", type=int, default=10053, help="cluster DNS port on the node (default 10053)")
     parser.add_argument("-d", "--detach", action="store_true", help="run in the background; stop with `pinnace down`")
     parser.set_defaults(func=run)
 
@@ -63,7 +64,7 @@ def detach(args: argparse.Namespace, data_dir: Path) -> int:
             raise CliError(f"a cluster is already running from {data_dir} (pid {pid}); stop it with `pinnace down`")
     argv = [sys.executable, "-m", "pinnace", "up", "--data-dir", str(data_dir), "--nodes", str(args.nodes),
             "--runtime", args.runtime, "--port", str(args.port), "--bind-address", args.bind_address,
-            "--proxy-mode", args.proxy_mode]
+            "--proxy-mode", args.proxy_mode, "--dns-port", str(args.dns_port)]
     log_path = data_dir / "pinnace.log"
     ready_path = data_dir / "ready"
     ready_path.unlink(missing_ok=True)
@@ -146,10 +147,16 @@ class Cluster:
 
     async def start_dns(self) -> None:
         from pinnace.dns.server import DnsConfig, DnsServer, ensure_kube_dns_service
+        from pinnace.kubelet.agent import default_node_ip
 
-        dns = DnsServer(self.client, DnsConfig())
+        # As root pods live in their own network namespaces, so DNS must answer on the node's address
+        # (the kube-dns Service's endpoint); without root everything shares loopback.
+        root = os.geteuid() == 0
+        address = default_node_ip() if root else "127.0.0.1"
+        port = self.args.dns_port
+        dns = DnsServer(self.client, DnsConfig(listen=[("0.0.0.0" if root else "127.0.0.1", port)]))
         await self._start("dns", dns)
-        await ensure_kube_dns_service(self.client, dns)
+        await ensure_kube_dns_service(self.client, address, port)
 
     def node_name(self, index: int) -> str:
         base = os.uname().nodename.split(".")[0].lower() or "node"
@@ -169,8 +176,9 @@ class Cluster:
                 read_only_port=10255 + 2 * index,
                 node_index=index,
             )
-            await self._start(f"node {name}", Kubelet(self.client, config))
-        await self._start("proxy", Proxy(self.client, ProxyConfig(mode=self.args.proxy_mode, node_name=self.node_name(0))))
+            await self._start(f"node {name}", NodeTeardown(Kubelet(self.client, config)))
+        proxy = Proxy(self.client, ProxyConfig(mode=self.args.proxy_mode, node_name=self.node_name(0)))
+        await self._start("proxy", ProxyTeardown(proxy))
 
     async def wait_nodes_ready(self, names: list[str]) -> None:
         deadline = time.monotonic() + NODE_READY_TIMEOUT
@@ -198,3 +206,48 @@ class Cluster:
         client = getattr(self, "client", None)
         if client is not None:
             await client.close()
+
+
+class NodeTeardown:
+    """A node of `pinnace up`: on stop its pods stop too, and their namespaces and addresses go.
+
+    A kubelet on its own leaves pods running across its restarts; `pinnace up` owns the whole machine, so
+    Ctrl-C must leave nothing behind. The pods' API objects stay: the next `pinnace up` runs them again.
+    """
+
+    def __init__(self, kubelet: object) -> None:
+        self.kubelet = kubelet
+
+    async def start(self) -> None:
+        await self.kubelet.start()  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        kubelet = self.kubelet
+        await kubelet.stop(close_runtime=False)  # type: ignore[attr-defined]
+        runtime = kubelet.runtime  # type: ignore[attr-defined]
+        for sandbox in await runtime.list_pod_sandboxes():
+            for container in await runtime.list_containers(sandbox.id):
+                with contextlib.suppress(Exception):
+                    await runtime.stop_container(container.id, 5)
+                    await runtime.remove_container(container.id)
+            with contextlib.suppress(Exception):
+                await runtime.stop_pod_sandbox(sandbox.id)
+                await runtime.remove_pod_sandbox(sandbox.id)
+        teardown = getattr(runtime, "teardown_network", None)
+        if teardown is not None:
+            await teardown()
+        await runtime.close()
+
+
+class ProxyTeardown:
+    """The proxy of `pinnace up`: its rules go when the cluster stops."""
+
+    def __init__(self, proxy: object) -> None:
+        self.proxy = proxy
+
+    async def start(self) -> None:
+        await self.proxy.start()  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        await self.proxy.stop()  # type: ignore[attr-defined]
+        await self.proxy.cleanup()  # type: ignore[attr-defined]

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+
+import orjson
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
@@ -100,6 +102,40 @@ class StoreUnavailable(StoreError):
 
 class CorruptValue(StoreError):
     """A stored value could not be decoded."""
+
+
+class InvalidKey(StoreError):
+    """A key outside the store's key space (keys are absolute paths such as /registry/pods/ns/name)."""
+
+
+def check_key(key: str) -> None:
+    """Raise InvalidKey unless `key` is a non-empty absolute path, the only keys a store holds."""
+    if not isinstance(key, str) or not key.startswith("/"):
+        raise InvalidKey(
+            f"key {key!r} is outside the store's key space: keys are absolute paths such as "
+            "/registry/pods/default/web; fix the caller that built it"
+        )
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest string greater than every string that starts with `prefix` (etcd's range_end)."""
+    if not prefix:
+        return "\U0010ffff"
+    last = ord(prefix[-1])
+    if last >= 0x10FFFF:
+        return prefix + "\U0010ffff"  # cannot increment; keys with U+10FFFF after this are not supported
+    return prefix[:-1] + chr(last + 1)
+
+
+def decode_json(key: str, value: bytes) -> Any:
+    """The JSON object stored under `key`; raises CorruptValue (naming the key and the fix) if it is not."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise CorruptValue(
+            f"the value stored under {key!r} is not valid JSON ({e}); delete the key (or restore the store "
+            "from a backup) and recreate the object"
+        ) from None
 
 
 class Store(Protocol):
