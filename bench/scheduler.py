@@ -222,7 +222,8 @@ async def measure_bind(url: str, nodes: int, pods: int) -> float:
 async def measure_workload(
     url: str, nodes: int, pods: int, workload: str, scheduler: subprocess.Popen
 ) -> dict:
-    from pinnace.client import Client
+    from pinnace.client import ApiError, Client
+    from pinnace.client.rest import ConnectionFailed
 
     client = Client(url, qps=None)
     created: dict[str, float] = {}
@@ -232,16 +233,34 @@ async def measure_workload(
         listing = await client.list("v1/pods", namespace=NAMESPACE)
         version = listing["metadata"]["resourceVersion"]
 
+        def seen(obj: dict) -> bool:
+            if obj["spec"].get("nodeName"):
+                name = obj["metadata"]["name"]
+                if name not in bound:
+                    bound[name] = time.perf_counter()
+                    if len(bound) >= pods:
+                        all_bound.set()
+                        return True
+            return False
+
         async def observe() -> None:
-            async for event_type, obj in client.watch(
-                "v1/pods", namespace=NAMESPACE, resource_version=version
-            ):
-                if event_type in ("ADDED", "MODIFIED") and obj["spec"].get("nodeName"):
-                    name = obj["metadata"]["name"]
-                    if name not in bound:
-                        bound[name] = time.perf_counter()
-                        if len(bound) >= pods:
-                            all_bound.set()
+            nonlocal version
+            while True:
+                try:
+                    async for event_type, obj in client.watch("v1/pods", namespace=NAMESPACE,
+                                                              resource_version=version):
+                        if event_type == "BOOKMARK":
+                            version = obj["metadata"]["resourceVersion"]
+                        elif event_type in ("ADDED", "MODIFIED"):
+                            version = obj["metadata"]["resourceVersion"]
+                            if seen(obj):
+                                return
+                except (ApiError, ConnectionFailed):
+                    # A watch the server dropped (we were slow, or history expired): list and go on.
+                    listing = await client.list("v1/pods", namespace=NAMESPACE)
+                    version = listing["metadata"]["resourceVersion"]
+                    for obj in listing["items"]:
+                        if seen(obj):
                             return
 
         watcher = asyncio.ensure_future(observe())

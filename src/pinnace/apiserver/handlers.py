@@ -40,13 +40,11 @@ from pinnace.apiserver.errors import (
     ApiError,
     BadRequest,
     Conflict,
-    Expired,
     Invalid,
     MethodNotAllowed,
     NotAcceptable,
     NotFound,
     RequestEntityTooLarge,
-    ServiceUnavailable,
     TooManyRequests,
     UnsupportedMediaType,
     cause,
@@ -932,14 +930,3 @@ def internal_error_response(message: str) -> web.Response:
     response.content_type = JSON
     return response
 
-
-__all__ = [
-    "ApiError",
-    "Expired",
-    "NotFound",
-    "ResourceHandlers",
-    "ServiceUnavailable",
-    "Target",
-    "error_response",
-    "negotiate",
-]

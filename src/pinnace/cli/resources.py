@@ -157,7 +157,7 @@ async def run_get(args: argparse.Namespace) -> int:
                 continue
             print_table(tables, wide=args.output == "wide", show_namespace=namespace is None and kind_type.namespaced,
                         show_labels=args.show_labels, no_headers=args.no_headers,
-                        kind_prefix=kind_type.qualified if several_types else "")
+                        kind_prefix=name_prefix(kind_type) if several_types else "")
             if args.watch:
                 version = tables[-1].get("metadata", {}).get("resourceVersion")
                 await watch_rows(client, kind_type, namespace, version, args)

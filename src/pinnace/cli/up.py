@@ -126,13 +126,16 @@ class Cluster:
         server = ApiServer(ServerConfig(data_dir=str(self.data_dir), port=args.port, bind_address=args.bind_address))
         await self._start("api server", server)
         kubeconfig = str(server.kubeconfig_path)
-        self.client = await Client.from_kubeconfig(kubeconfig)
+        self.kubeconfig = kubeconfig
+        self.clients: list[Client] = []
+        self.client = await self.client_for("pinnace-up")
 
         from pinnace.controllers.manager import ControllerManager
         from pinnace.scheduler.scheduler import Scheduler
 
-        await self._start("controller manager", ControllerManager(self.client))
-        await self._start("scheduler", Scheduler(self.client))
+        # Each component has a client (and a request budget) of its own, as separate processes would.
+        await self._start("controller manager", ControllerManager(await self.client_for("controller-manager", qps=500)))
+        await self._start("scheduler", Scheduler(await self.client_for("scheduler", qps=1000)))
         await self.start_dns()
         await self.start_nodes()
         names = [self.node_name(i) for i in range(args.nodes)]
@@ -145,8 +148,15 @@ class Cluster:
         say(message)
         (self.data_dir / "ready").write_text(message + "\n")
 
+    async def client_for(self, user_agent: str, qps: float = 100.0) -> object:
+        from pinnace.client import Client
+
+        client = await Client.from_kubeconfig(self.kubeconfig, user_agent=user_agent, qps=qps, burst=int(qps * 2))
+        self.clients.append(client)
+        return client
+
     async def start_dns(self) -> None:
-        from pinnace.dns.server import DnsConfig, DnsServer, ensure_kube_dns_service
+        from pinnace.dns.server import DnsConfig, DnsServer, ensure_kube_dns_service, resolv_conf_nameservers
         from pinnace.kubelet.agent import default_node_ip
 
         # As root pods live in their own network namespaces, so DNS must answer on the node's address
@@ -154,7 +164,8 @@ class Cluster:
         root = os.geteuid() == 0
         address = default_node_ip() if root else "127.0.0.1"
         port = self.args.dns_port
-        dns = DnsServer(self.client, DnsConfig(listen=[("0.0.0.0" if root else "127.0.0.1", port)]))
+        dns = DnsServer(await self.client_for("dns"), DnsConfig(
+            listen=[("0.0.0.0" if root else "127.0.0.1", port)], upstream=resolv_conf_nameservers() or None))
         await self._start("dns", dns)
         await ensure_kube_dns_service(self.client, address, port)
 
@@ -176,8 +187,8 @@ class Cluster:
                 read_only_port=10255 + 2 * index,
                 node_index=index,
             )
-            await self._start(f"node {name}", NodeTeardown(Kubelet(self.client, config)))
-        proxy = Proxy(self.client, ProxyConfig(mode=self.args.proxy_mode, node_name=self.node_name(0)))
+            await self._start(f"node {name}", NodeTeardown(Kubelet(await self.client_for(f"kubelet/{name}", qps=200), config)))
+        proxy = Proxy(await self.client_for("proxy"), ProxyConfig(mode=self.args.proxy_mode, node_name=self.node_name(0)))
         await self._start("proxy", ProxyTeardown(proxy))
 
     async def wait_nodes_ready(self, names: list[str]) -> None:
@@ -203,8 +214,7 @@ class Cluster:
                 await asyncio.wait_for(component.stop(), timeout=40)  # type: ignore[attr-defined]
             except Exception as error:  # one component failing to stop must not leave the rest running
                 self.progress(f"{name} did not stop cleanly: {error}")
-        client = getattr(self, "client", None)
-        if client is not None:
+        for client in getattr(self, "clients", []):
             await client.close()
 
 
@@ -233,7 +243,7 @@ class NodeTeardown:
             with contextlib.suppress(Exception):
                 await runtime.stop_pod_sandbox(sandbox.id)
                 await runtime.remove_pod_sandbox(sandbox.id)
-        teardown = getattr(runtime, "teardown_network", None)
+        teardown = getattr(runtime, "delete_bridge", None)
         if teardown is not None:
             await teardown()
         await runtime.close()

@@ -73,3 +73,20 @@ async def test_status_counts(count):
     status = client.patches[-1]["status"]
     assert status["replicas"] == status["readyReplicas"] == status["availableReplicas"] == count
     assert status["fullyLabeledReplicas"] == count
+
+
+def test_events_per_object_are_capped_like_kubernetes_spam_filter():
+    class Recorder:
+        def __init__(self):
+            self.events = []
+
+        def event(self, obj, type_, reason, message):
+            self.events.append(message)
+
+    recorder = Recorder()
+    rs = ReplicaSetController(FakeClient(), InformerFactory(FakeClient()), recorder)  # type: ignore[arg-type]
+    owner = {**RS, "metadata": {**RS["metadata"], "uid": "spam-test"}}
+    for i in range(30):
+        rs.record(owner, "Normal", "SuccessfulCreate", f"Created pod: p{i}")
+    rs.record(owner, "Warning", "FailedCreate", "Error creating: quota")
+    assert len(recorder.events) == 26  # 25 of one reason, and the other reason still gets through

@@ -8,16 +8,22 @@ pods by IP and pods on this node reach each other over the bridge. Netlink calls
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import logging
 import os
 import socket
 
-from pyroute2 import IPRoute, NetlinkError, NetNS, netns
+from pyroute2 import IPRoute, NetlinkError
 
 log = logging.getLogger(__name__)
 
 NETNS_DIR = "/var/run/netns"
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MNT_DETACH = 2
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def _delete_link(ipr: IPRoute, name: str) -> None:
@@ -72,37 +78,86 @@ class BridgeNetwork:
             _delete_link(ipr, self.bridge)
 
     def setup_pod(self, netns_name: str, sandbox_id: str, address: str) -> None:
-        """Create the namespace, the veth pair, and give the pod `address` with loopback up."""
-        if netns_name not in netns.listnetns():
-            netns.create(netns_name)
+        """Create the namespace, the veth pair, and give the pod `address` with loopback up.
+
+        Runs in a thread and moves only that thread between namespaces (setns and unshare of the
+        network namespace are per thread), so nothing forks: pyroute2's own netns helpers fork a child
+        per call, which costs a copy of the kubelet's page tables each time.
+        """
         host_if = veth_name(sandbox_id)
         peer_tmp = "pnp" + host_if[3:]
-        with IPRoute() as ipr:
-            _delete_link(ipr, host_if)
-            ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": peer_tmp, "net_ns_fd": netns_name})
-            bridge_index = ipr.link_lookup(ifname=self.bridge)[0]
-            host_index = ipr.link_lookup(ifname=host_if)[0]
-            ipr.link("set", index=host_index, master=bridge_index, state="up")
-        with NetNS(netns_name) as ns:
-            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-            index = ns.link_lookup(ifname=peer_tmp)[0]
-            ns.link("set", index=index, ifname="eth0")
-            ns.addr("add", index=index, address=address, prefixlen=self.prefixlen)
-            ns.link("set", index=index, state="up")
-            ns.route("add", dst="0.0.0.0/0", gateway=self.gateway)
+        host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            pod_ns = create_netns(netns_name, host_ns)
+            try:
+                with IPRoute() as ipr:
+                    _delete_link(ipr, host_if)
+                    ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": peer_tmp, "net_ns_fd": pod_ns})
+                    bridge_index = ipr.link_lookup(ifname=self.bridge)[0]
+                    host_index = ipr.link_lookup(ifname=host_if)[0]
+                    ipr.link("set", index=host_index, master=bridge_index, state="up")
+                _setns(pod_ns)
+                try:
+                    with IPRoute() as ns:  # its netlink socket belongs to the pod's namespace
+                        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+                        index = ns.link_lookup(ifname=peer_tmp)[0]
+                        ns.link("set", index=index, ifname="eth0")
+                        ns.addr("add", index=index, address=address, prefixlen=self.prefixlen)
+                        ns.link("set", index=index, state="up")
+                        ns.route("add", dst="0.0.0.0/0", gateway=self.gateway)
+                finally:
+                    _setns(host_ns)
+            finally:
+                os.close(pod_ns)
+        finally:
+            os.close(host_ns)
 
     def teardown_pod(self, netns_name: str, sandbox_id: str) -> None:
         # Removing the namespace destroys the peer, and with it the host end of the veth.
-        if netns_name in netns.listnetns():
-            netns.remove(netns_name)
+        remove_netns(netns_name)
         with IPRoute() as ipr:
             _delete_link(ipr, veth_name(sandbox_id))
 
 
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns: {os.strerror(code)}")
+
+
+def create_netns(name: str, host_ns: int) -> int:
+    """A named network namespace (a bind mount under /var/run/netns, as `ip netns add` makes); returns an fd.
+
+    The calling thread unshares into a fresh namespace, pins it with the bind mount, and returns to
+    `host_ns`."""
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    path = os.path.join(NETNS_DIR, name)
+    if os.path.exists(path):
+        return os.open(path, os.O_RDONLY)
+    open(path, "w").close()  # the mount point
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        os.unlink(path)
+        raise OSError(code, f"unshare: {os.strerror(code)}")
+    try:
+        if _libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, MS_BIND, None) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"mount {path}: {os.strerror(code)}")
+        return os.open(path, os.O_RDONLY)
+    finally:
+        _setns(host_ns)
+
+
+def remove_netns(name: str) -> None:
+    path = os.path.join(NETNS_DIR, name)
+    if not os.path.exists(path):
+        return
+    _libc.umount2(path.encode(), MNT_DETACH)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def netns_exists(netns_name: str) -> bool:
     return os.path.exists(os.path.join(NETNS_DIR, netns_name))
-
-
-def enter_netns(netns_name: str) -> None:
-    """Move the calling thread (or a freshly forked child) into a named network namespace."""
-    netns.setns(netns_name)

@@ -22,6 +22,18 @@ class HostLocalIpam:
         self.directory = Path(directory) / str(self.network).replace("/", "_")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._next = 2  # where the next search starts, so addresses are not reused at once
+        # The files are the truth (shared with other processes through O_EXCL); this map only saves
+        # reading every file on each allocation.
+        self._owners: dict[str, str] = self._scan()
+
+    def _scan(self) -> dict[str, str]:
+        owners = {}
+        for path in self.directory.iterdir():
+            try:
+                owners[path.read_text()] = path.name
+            except OSError:
+                continue
+        return owners
 
     @property
     def gateway(self) -> str:
@@ -47,26 +59,24 @@ class HostLocalIpam:
                 continue
             with os.fdopen(fd, "w") as file:
                 file.write(owner)
+            self._owners[owner] = address
             self._next = host + 1
             return address
         raise IpamExhausted(f"no free address left in {self.network}")
 
     def owned_by(self, owner: str) -> str | None:
-        for path in self.directory.iterdir():
-            try:
-                if path.read_text() == owner:
-                    return path.name
-            except OSError:
-                continue
+        address = self._owners.get(owner)
+        if address is not None and (self.directory / address).exists():
+            return address
         return None
 
     def release(self, owner: str) -> None:
-        for path in self.directory.iterdir():
-            try:
-                if path.read_text() == owner:
-                    path.unlink(missing_ok=True)
-            except OSError:
-                continue
+        address = self._owners.pop(owner, None)
+        if address is None:
+            self._owners = self._scan()  # allocated by an earlier process: look at the files
+            address = self._owners.pop(owner, None)
+        if address is not None:
+            (self.directory / address).unlink(missing_ok=True)
 
     def allocated(self) -> dict[str, str]:
         """address -> owner"""

@@ -35,17 +35,17 @@ import errno
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psutil
 
-from pinnace.kubelet.network.bridge import BridgeNetwork, netns_exists
+from pinnace.kubelet.network.bridge import BridgeNetwork, netns_exists, remove_netns
 from pinnace.kubelet.network.ipam import HostLocalIpam
 from pinnace.kubelet.runtime.base import (
     ContainerConfig,
@@ -79,6 +79,11 @@ def _check(result: int, what: str) -> None:
     if result != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"{what}: {os.strerror(code)}")
+
+
+def new_id() -> str:
+    """A unique 32-hex-digit id: time plus a pseudo-random part (os.urandom is slow on some VMs)."""
+    return f"{random.getrandbits(64):016x}{time.time_ns() & (2**64 - 1):016x}"
 
 
 def volume_env_name(volume: str) -> str:
@@ -278,7 +283,7 @@ class ProcessRuntime:
     # ----------------------------------------------------------------- sandboxes
 
     async def run_pod_sandbox(self, config: PodSandboxConfig) -> str:
-        sandbox_id = uuid.uuid4().hex[:16]
+        sandbox_id = new_id()[:16]
         record = {
             "id": sandbox_id,
             "name": config.name,
@@ -318,9 +323,7 @@ class ProcessRuntime:
         if record.get("netns") and self.net is not None:
             await asyncio.to_thread(self.net.teardown_pod, record["netns"], record["id"])
         elif record.get("netns") and netns_exists(record["netns"]):
-            from pyroute2 import netns
-
-            await asyncio.to_thread(netns.remove, record["netns"])
+            await asyncio.to_thread(remove_netns, record["netns"])
 
     async def stop_pod_sandbox(self, sandbox_id: str) -> None:
         record = self._sandboxes.get(sandbox_id)
@@ -380,7 +383,7 @@ class ProcessRuntime:
                 "the process runtime runs no images: the container must set `command`",
                 "CreateContainerConfigError",
             )
-        container_id = uuid.uuid4().hex
+        container_id = new_id()
         record = {
             "id": container_id,
             "sandbox_id": sandbox_id,

@@ -1,0 +1,1 @@
+"""Authorization: request attributes, the RBAC authorizer and the access review APIs."""
