@@ -111,7 +111,7 @@ class AuditLog:
 
     def record(self, *, user: Any, attrs: Attributes, request: Any, code: int, received: datetime.datetime,
                request_object: Any = None, response_body: bytes | None = None, decision: str = "",
-               reason: str = "") -> None:
+               reason: str = "", annotations: dict[str, str] | None = None) -> None:
         level = self.level(user, attrs)
         if level == "None":
             return
@@ -149,8 +149,12 @@ class AuditLog:
         now = datetime.datetime.now(datetime.UTC)
         event["requestReceivedTimestamp"] = _stamp(received)
         event["stageTimestamp"] = _stamp(now)
+        notes = dict(annotations or {})
         if decision:
-            event["annotations"] = {"authorization.k8s.io/decision": decision, "authorization.k8s.io/reason": reason}
+            notes["authorization.k8s.io/decision"] = decision
+            notes["authorization.k8s.io/reason"] = reason
+        if notes:
+            event["annotations"] = notes
         try:
             self._file.write(orjson.dumps(event) + b"\n")
         except (OSError, TypeError) as error:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from pinnace.api import crd as crds
 from pinnace.api.kinds import ResourceInfo
-from pinnace.apiserver.registry import storage_prefix
+from pinnace.apiserver.errors import Conflict, NotFound
+from pinnace.apiserver.registry import object_of
 from pinnace.apiserver.strategies import Strategy
 from pinnace.apiserver.watchcache import CachedEvent
 from pinnace.store.base import StoreError
@@ -201,10 +202,8 @@ class CustomResources:
         for _attempt in range(5):
             try:
                 kv = await registry.get_kv(info, None, name)
-            except Exception:  # noqa: BLE001 - gone already: nothing to establish
-                return
-            from pinnace.apiserver.registry import object_of
-
+            except NotFound:
+                return  # deleted already: nothing to establish
             crd = object_of(kv, info)
             if _established(crd):
                 return
@@ -212,9 +211,10 @@ class CustomResources:
             try:
                 await registry.write_raw(info, crd, kv.mod_revision)
                 return
-            except Exception as error:  # noqa: BLE001 - a concurrent write: read again and retry
-                log.debug("establishing CRD %s: %s", name, error)
-                await asyncio.sleep(0.05)
+            except Conflict:
+                await asyncio.sleep(0.05)  # written meanwhile: read it again
+            except NotFound:
+                return
 
     async def _delete_objects(self, crd: dict) -> None:
         spec = crd.get("spec") or {}
@@ -235,5 +235,3 @@ def _established(crd: dict) -> bool:
         for c in (crd.get("status") or {}).get("conditions") or ()
     )
 
-
-__all__ = ["CustomResources", "CustomStrategy", "storage_prefix"]

@@ -68,10 +68,22 @@ def _storage_hash(info: ResourceInfo) -> str:
 
 
 class Discovery:
-    def __init__(self, registry: Registry) -> None:
+    """Discovery documents for the built-in kinds plus `extra` ones (custom resources)."""
+
+    def __init__(self, registry: Registry, extra: list[ResourceInfo] | None = None) -> None:
         self.registry = registry
+        self.extra = list(extra or ())
         self.groups = registry.group_versions()
+        for info in self.extra:
+            versions = self.groups.setdefault(info.group, [])
+            if info.version not in versions:
+                versions.append(info.version)
         self._cache: dict[Any, bytes] = {}
+
+    def _in_group_version(self, group: str, version: str) -> list[ResourceInfo]:
+        return self.registry.in_group_version(group, version) + [
+            r for r in self.extra if r.group == group and r.version == version
+        ]
 
     def _versions(self, group: str) -> list[str]:
         versions = list(self.groups[group])
@@ -112,7 +124,7 @@ class Discovery:
         key = ("resources", group, version)
         if key in self._cache:
             return self._cache[key]
-        infos = self.registry.in_group_version(group, version)
+        infos = self._in_group_version(group, version)
         if not infos:
             return None
         resources = []
@@ -156,7 +168,7 @@ class Discovery:
             versions = []
             for v in self._versions(group):
                 resources = []
-                for info in sorted(self.registry.in_group_version(group, v), key=lambda r: r.plural):
+                for info in sorted(self._in_group_version(group, v), key=lambda r: r.plural):
                     entry: dict[str, Any] = {
                         "resource": info.plural,
                         "responseKind": {"group": info.group, "version": info.version, "kind": info.kind},

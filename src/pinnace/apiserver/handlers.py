@@ -52,6 +52,7 @@ from pinnace.apiserver.errors import (
     status_body,
     success_status,
 )
+from pinnace.apiserver.limits import check_depth
 from pinnace.apiserver.registry import object_of, raw_object
 from pinnace.apiserver.watchcache import CachedEvent, Subscriber, decode
 from pinnace.store.base import Compacted, StoreError
@@ -196,6 +197,35 @@ class WriteValidator:
             raise Invalid.fields(info.kind, info.group, meta.get("name") or meta.get("generateName") or "", causes)
 
 
+class CustomWriteValidator(WriteValidator):
+    """Custom resources: pruned to their CRD's structural schema; its validation gives 422 causes."""
+
+    def __init__(self, info: ResourceInfo, strategy: Any, mode: str, duplicates: list[str], state: RequestState,
+                 schema: dict) -> None:
+        super().__init__(info, strategy, mode, duplicates, state)
+        self.schema = schema
+
+    def check_decoding(self, obj: Any) -> None:
+        from pinnace.api import crd as crds
+
+        if not isinstance(obj, dict):
+            raise BadRequest("the body of the request must be an object")
+        unknown = [f'unknown field "{path}"' for path in crds.prune(dict(obj), self.schema)]
+        dupes = [f'duplicate field "{name}"' for name in self.duplicates]
+        if self.mode == "Strict" and (unknown or dupes):
+            raise BadRequest("strict decoding error: " + ", ".join(unknown + dupes))
+        crds.prune(obj, self.schema)
+        if self.mode == "Warn":
+            self.state.warnings.extend(unknown + dupes)
+
+    def __call__(self, obj: dict, old: dict | None) -> None:
+        meta = obj.get("metadata") or {}
+        causes = validation.validate_metadata(self.info.kind, meta, self.info.namespaced)
+        causes += self.strategy.validate(obj, old)
+        if causes:
+            raise Invalid.fields(self.info.kind, self.info.group, meta.get("name") or meta.get("generateName") or "", causes)
+
+
 class ResourceHandlers:
     """Every resource verb. `server` gives the registry, watch caches, and configuration."""
 
@@ -219,6 +249,8 @@ class ResourceHandlers:
         media = content_type.split(";", 1)[0].strip().lower() if content_type else JSON
         if not body.strip():
             raise BadRequest("the request body is empty; send a JSON, YAML or protobuf object")
+        if media != PROTOBUF:
+            check_depth(body)  # before a recursive parser or encoder meets a pathological nesting
         if media in (JSON, ""):
             try:
                 return orjson.loads(body)
@@ -258,6 +290,9 @@ class ResourceHandlers:
         duplicates: list[str] = []
         if mode != "Ignore" and body[:1] == b"{" and request.content_type in (JSON, ""):
             duplicates = validation.duplicate_fields(body, decoded)
+        custom = self.server.custom
+        if custom is not None and custom.is_custom(info):
+            return CustomWriteValidator(info, self.registry.strategy(info), mode, duplicates, state, custom.schema(info))
         return WriteValidator(info, self.registry.strategy(info), mode, duplicates, state)
 
     # ---- selectors ----
@@ -288,6 +323,14 @@ class ResourceHandlers:
 
         return matches, fields
 
+    def table(self, info: ResourceInfo, objects: list[dict], include_object: str, version: str = "v1") -> dict:
+        custom = self.server.custom
+        if custom is not None and custom.is_custom(info):
+            table = custom.table(info, objects, include_object)
+            table["apiVersion"] = f"meta.k8s.io/{version}"
+            return table
+        return tables.to_table(info, objects, include_object, version)
+
     # ---- verbs ----
 
     async def get(self, request: web.Request, target: Target, output: Output) -> web.StreamResponse:
@@ -303,7 +346,7 @@ class ResourceHandlers:
     def render_object(self, info: ResourceInfo, obj: dict, output: Output, query: Any, status: int = 200,
                       headers: dict | None = None) -> web.Response:
         if output.format == "table":
-            table = tables.to_table(info, [obj], query.get("includeObject", "Metadata"), output.table_version)
+            table = self.table(info, [obj], query.get("includeObject", "Metadata"), output.table_version)
             table["metadata"] = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
             response = web.Response(body=orjson.dumps(table), status=status, headers=headers)
             response.content_type = "application/json"
@@ -378,7 +421,7 @@ class ResourceHandlers:
             if remaining is not None:
                 meta["remainingItemCount"] = remaining
         if output.format == "table":
-            table = tables.to_table(info, page_items, query.get("includeObject", "Metadata"), output.table_version)
+            table = self.table(info, page_items, query.get("includeObject", "Metadata"), output.table_version)
             table["metadata"] = meta
             response = web.Response(body=orjson.dumps(table))
             response.headers["Content-Type"] = TABLE_TYPE
@@ -405,6 +448,7 @@ class ResourceHandlers:
             raise BadRequest("the body of the request must be an object")
         validate = self.validator(info, request, raw, state, obj)
         validate.check_decoding(obj)
+        obj = await self.server.security.admit(request, target, "CREATE", obj)
         manager = request.query.get("fieldManager")
         created = await self.registry.create(
             info, target.namespace, obj, dry_run=_dry_run(request.query),
@@ -418,11 +462,14 @@ class ResourceHandlers:
             return validate
         from pinnace.api import apply as ssa
 
+        custom = self.server.custom
+        schema = custom.schema_node(info) if custom is not None and custom.is_custom(info) else None
+
         def validate_and_track(obj: dict, old: dict | None) -> None:
             validate(obj, old)
             ssa.update_managed_fields(
                 old, obj, manager, "Update", group=info.group, version=info.version, kind=info.kind,
-                subresource=subresource,
+                subresource=subresource, schema=schema,
             )
 
         return validate_and_track
@@ -451,6 +498,7 @@ class ResourceHandlers:
         if target.subresource == "finalize" and info.name == "v1/namespaces":
             result = await self.registry.finalize_namespace(target.name, obj)  # type: ignore[arg-type]
             return _respond(result, output)
+        obj = await self.server.security.admit(request, target, "UPDATE", obj)
         updated, created = await self.registry.update(
             info, target.namespace, target.name,  # type: ignore[arg-type]
             obj, subresource=target.subresource, dry_run=_dry_run(request.query),
@@ -484,9 +532,12 @@ class ResourceHandlers:
                     raise
                 kv, current = None, None
             try:
+                custom = self.server.custom
+                is_custom = custom is not None and custom.is_custom(info)
                 patched = patching.apply_patch(
                     current, raw, content_type, group=info.group, version=info.version, kind=info.kind,
-                    is_custom=False, field_manager=manager, force=force, subresource=target.subresource,
+                    is_custom=is_custom, field_manager=manager, force=force, subresource=target.subresource,
+                    schema=custom.schema_node(info) if is_custom else None,  # type: ignore[union-attr]
                 )
             except patching.PatchError as error:
                 status = error.status()
@@ -495,6 +546,7 @@ class ResourceHandlers:
                     causes=error.causes or None, name=target.name, group=info.group, kind=info.plural,
                 ) from None
             validate.check_decoding(patched)
+            patched = await self.server.security.admit(request, target, "UPDATE" if current else "CREATE", patched, current)
             tracked = validate if is_apply else self._with_managed_fields(info, validate, manager, target.subresource)
             if current is None:
                 patched.setdefault("metadata", {}).setdefault("name", target.name)
@@ -525,6 +577,7 @@ class ResourceHandlers:
     async def delete(self, request: web.Request, target: Target, output: Output) -> web.StreamResponse:
         info = target.info
         options = await self._delete_options(request)
+        await self.server.security.admit(request, target, "DELETE")
         obj, gone = await self.registry.delete(
             info, target.namespace, target.name, options, dry_run=_dry_run(request.query) or bool(options.get("dryRun"))  # type: ignore[arg-type]
         )
@@ -564,6 +617,7 @@ class ResourceHandlers:
         for obj in page.items:
             meta = obj["metadata"]
             with contextlib.suppress(NotFound):
+                await self.server.security.admit(request, Target(info, meta.get("namespace"), meta["name"], None), "DELETE", None, obj)
                 result, _gone = await self.registry.delete(info, meta.get("namespace"), meta["name"], options, dry_run=dry_run)
                 deleted.append(result)
         body = {"kind": info.list_kind, "apiVersion": info.api_version, "metadata": {"resourceVersion": str(page.revision)}, "items": deleted}
@@ -592,7 +646,7 @@ class ResourceHandlers:
         elif sub == "eviction" and method == "POST":
             return await self.eviction(request, target, output)
         elif sub == "token" and method == "POST" and info.name == "v1/serviceaccounts":
-            return await self.server.token_request(request, target)
+            return await self.server.security.tokens.token_request(request, target)
         elif sub in ("log", "exec", "attach", "portforward", "proxy") and info.name in ("v1/pods", "v1/nodes", "v1/services"):
             return await self.server.node_proxy(request, target, sub)
         raise MethodNotAllowed(
@@ -752,7 +806,7 @@ class ResourceHandlers:
         response.headers["Cache-Control"] = "no-cache, private"
         response.enable_chunked_encoding()
         await response.prepare(request)
-        encoder = _WatchEncoder(info, output, query.get("includeObject", "Metadata"))
+        encoder = _WatchEncoder(info, output, query.get("includeObject", "Metadata"), self.table)
         for obj in initial:
             await response.write(encoder.encode("ADDED", obj))
         if send_initial and bookmarks:
@@ -831,15 +885,16 @@ class ResourceHandlers:
 
 
 class _WatchEncoder:
-    def __init__(self, info: ResourceInfo, output: Output, include_object: str) -> None:
+    def __init__(self, info: ResourceInfo, output: Output, include_object: str, table: Any) -> None:
         self.info = info
         self.output = output
         self.include_object = include_object
+        self.table = table
         self.sent_columns = False
 
     def encode(self, event_type: str, obj: dict) -> bytes:
         if self.output.format == "table":
-            table = tables.to_table(self.info, [obj], self.include_object, self.output.table_version)
+            table = self.table(self.info, [obj], self.include_object, self.output.table_version)
             if self.sent_columns:
                 table["columnDefinitions"] = []
             self.sent_columns = True
@@ -852,6 +907,9 @@ class _WatchEncoder:
     def event(self, event_type: str, event: CachedEvent) -> bytes:
         if needs_conversion(self.info.group, self.info.version, self.info.plural):
             return self.encode(event_type, hpa_v2_to_v1(event.object))
+        if not self.info.definition and event.object.get("apiVersion") != self.info.api_version:
+            # A custom resource stored in another version (conversion strategy None).
+            return self.encode(event_type, {**event.object, "apiVersion": self.info.api_version})
         if self.output.format in ("json", "yaml"):
             return event.encoded(event_type)  # serialized once for every watcher of the event
         return self.encode(event_type, event.object)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from pinnace.apiserver.errors import BadRequest, TooManyRequests
 
-MAX_DEPTH = 100  # Kubernetes objects nest far less; deeper bodies only exhaust parsers
+MAX_DEPTH = 200  # deep CRD schemas stay well below; deeper bodies only exhaust parsers and encoders
 
 
 @dataclass(slots=True)
@@ -75,7 +75,7 @@ class UserLimits:
             self._watches.pop(name, None)
 
 
-_STRING = re.compile(rb'"(?:[^"\\\\]|\\\\.)*"')
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 

@@ -95,8 +95,11 @@ def decode_continue(token: str) -> tuple[int, str]:
 def _object(kv: KeyValue, info: ResourceInfo | None = None) -> dict:
     obj = orjson.loads(kv.value)
     obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
-    if info is not None and needs_conversion(info.group, info.version, info.plural):
-        obj = hpa_v2_to_v1(obj)
+    if info is not None:
+        if needs_conversion(info.group, info.version, info.plural):
+            obj = hpa_v2_to_v1(obj)
+        elif not info.definition and obj.get("apiVersion") != info.api_version:
+            obj["apiVersion"] = info.api_version  # custom resources: conversion strategy None
     return obj
 
 
@@ -138,6 +141,10 @@ class Registry:
         self.allocator = ServiceAllocator(store)
         self._strategies: dict[str, Strategy] = {}
         self.namespaces: dict[str, dict] = {}  # name -> Namespace, kept current by the server's watch
+
+    def register_strategy(self, info: ResourceInfo, strategy: Strategy) -> None:
+        """The strategy of a kind served beyond the built-in ones (custom resources)."""
+        self._strategies[info.name] = strategy
 
     def strategy(self, info: ResourceInfo) -> Strategy:
         strategy = self._strategies.get(info.name)

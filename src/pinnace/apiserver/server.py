@@ -26,7 +26,7 @@ import logging
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from pinnace.api.kinds import ResourceInfo
 from pinnace.api.meta import now_rfc3339, parse_time
 from pinnace.apiserver import certs as certificates
 from pinnace.apiserver.auth import INSECURE, Authenticator
+from pinnace.apiserver.customresources import CustomResources
 from pinnace.apiserver.discovery import AGGREGATED_TYPES, Discovery, aggregated_version, version_info
 from pinnace.apiserver.errors import (
     AlreadyExists,
@@ -58,6 +59,7 @@ from pinnace.apiserver.handlers import (
 )
 from pinnace.apiserver.metrics import Metrics
 from pinnace.apiserver.registry import Registry, object_of, version_scoped_prefix
+from pinnace.apiserver.security import Security, SecurityConfig
 from pinnace.apiserver.strategies import KUBERNETES_SERVICE_IP
 from pinnace.apiserver.watchcache import CachedEvent, WatchCache
 from pinnace.store import StoreError, open_store
@@ -87,6 +89,7 @@ class ServerConfig:
     max_mutating_requests_inflight: int = 400
     event_ttl: float = 3600.0  # Events are kept one hour, as in Kubernetes
     event_sweep_interval: float = 60.0
+    security: SecurityConfig = field(default_factory=SecurityConfig)  # RBAC, admission, audit, encryption
 
 
 class ApiServer:
@@ -108,6 +111,8 @@ class ApiServer:
         self.store: Any = None
         self.registry: Registry = None  # type: ignore[assignment]
         self.handlers: ResourceHandlers = None  # type: ignore[assignment]
+        self.custom: CustomResources | None = None
+        self.openapi: Any = None
         self._caches: dict[str, WatchCache] = {}
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -129,16 +134,20 @@ class ApiServer:
         self.admin_token = cluster_certs.admin_token
         self.auth = await asyncio.to_thread(Authenticator, self.data_dir / "pki", cluster_certs.admin_token)
         self.join_token = self.auth.join_token
-        self.store = open_store(self.config.store, self.data_dir)
+        self.security = Security(self)
+        self.store = self.security.wrap_store(open_store(self.config.store, self.data_dir))
         await self.store.start()
         try:
             self.registry = Registry(self.store)
             self.handlers = ResourceHandlers(self)
             await self._follow_namespaces()
             await self._bootstrap_namespaces()
+            await self.security.start()
+            self.custom = CustomResources(self)
             app = self._make_app()
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
             await self._runner.setup()
+            await self.custom.start()  # after the app exists: it registers OpenAPI schemas
             await self._listen(cluster_certs)
             await self._bootstrap_kubernetes_service()
             self.write_kubeconfig()
@@ -189,6 +198,8 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.custom is not None:
+            await self.custom.stop()
         for subscriber in list(self.watchers):
             subscriber.end()
         for cache in self._caches.values():
@@ -197,6 +208,8 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if getattr(self, "security", None) is not None:
+            self.security.stop()
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -372,7 +385,7 @@ class ApiServer:
                     self._inflight += 1
                 counted = True
             self.metrics.inflight = self._inflight + self._mutating_inflight
-            response = await handler(request)
+            response = await self.security.serve(request, handler)
         except ApiError as error:
             response = error_response(error)
         except web.HTTPException:
@@ -402,7 +415,7 @@ class ApiServer:
             return
         header = request.headers.get("Authorization", "")
         if header[:7].lower() == "bearer ":
-            user = self.auth.from_token(header[7:].strip())
+            user = self.auth.from_token(header[7:].strip()) or self.security.authenticate_token(header[7:].strip())
             if user is not None:
                 request[USER] = user
                 return
@@ -472,9 +485,9 @@ class ApiServer:
                 raise NotFound("the server could not find the requested resource")
             return web.Response(body=body, content_type="application/json")
         namespace = None
-        if rest[0] == "namespaces" and len(rest) >= 3 and self.kinds.lookup(group, version, rest[2]) is not None and rest[2] != "namespaces":
+        if rest[0] == "namespaces" and len(rest) >= 3 and self.lookup(group, version, rest[2]) is not None and rest[2] != "namespaces":
             namespace, rest = rest[1], rest[2:]
-        info = self.kinds.lookup(group, version, rest[0])
+        info = self.lookup(group, version, rest[0])
         if info is None or len(rest) > 3:
             raise NotFound("the server could not find the requested resource")
         if namespace is not None and not info.namespaced:
@@ -533,6 +546,16 @@ class ApiServer:
                 kind=info.plural, group=info.group,
             )
         return await call(request, target, output)
+
+    def lookup(self, group: str, version: str, plural: str) -> ResourceInfo | None:
+        """A served resource: built in, or declared by a CustomResourceDefinition."""
+        info = self.kinds.lookup(group, version, plural)
+        if info is None and self.custom is not None:
+            info = self.custom.lookup(group, version, plural)
+        return info
+
+    def refresh_discovery(self) -> None:
+        self.discovery = Discovery(self.kinds, self.custom.infos() if self.custom is not None else [])
 
     # ---- hooks for subresources owned elsewhere ----
 

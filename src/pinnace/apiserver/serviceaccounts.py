@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from pinnace.apiserver.errors import BadRequest, Invalid, NotFound, Unauthorized, cause
+from pinnace.apiserver.errors import BadRequest, Invalid, NotFound, cause
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCES = (ISSUER,)
@@ -177,7 +177,7 @@ class ServiceAccountTokens:
                 pod = await registry.get(kinds.by_resource("v1/pods"), user.namespace, user.pod[0])
             except NotFound:
                 return False
-            if pod["metadata"].get("uid") != user.pod[1] or pod["metadata"].get("deletionTimestamp") and False:
+            if pod["metadata"].get("uid") != user.pod[1]:
                 return False
         return True
 
@@ -257,7 +257,3 @@ async def issue_pod_token(server: Any, pod: dict, audiences: list[str] | None = 
 
 def _stamp(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def reject() -> Unauthorized:
-    return Unauthorized("Unauthorized")

@@ -21,6 +21,7 @@ import random
 from dataclasses import dataclass, field
 
 from pinnace.api import defaults
+from pinnace.api.crd import names_problems as crd_names_problems
 from pinnace.api.selectors import SelectorError, label_selector_from_dict
 from pinnace.apiserver.errors import Invalid, cause
 from pinnace.store.base import KeyExists, KeyNotFound, Store
@@ -257,7 +258,12 @@ def _go_map(labels: dict) -> str:
     return "map[string]string{" + ", ".join(f'"{k}":"{v}"' for k, v in sorted(labels.items())) + "}"
 
 
+def _validate_crd(obj: dict) -> list[dict]:
+    return [cause("spec", problem) for problem in crd_names_problems(obj)]
+
+
 _VALIDATORS = {
+    "apiextensions.k8s.io/v1/customresourcedefinitions": _validate_crd,
     "v1/pods": _validate_pod,
     "apps/v1/deployments": _validate_workload,
     "apps/v1/replicasets": _validate_workload,

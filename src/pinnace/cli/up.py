@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bind-address", default="127.0.0.1", help="API server address (default 127.0.0.1)")
     parser.add_argument("--proxy-mode", choices=("auto", "iptables", "userspace"), default="auto")
     parser.add_argument("--dns-port", type=int, default=10053, help="cluster DNS port on the node (default 10053)")
+    parser.add_argument("--node-monitor-grace-period", type=float, default=40.0,
+                        help="seconds without a node Lease renewal before the node is unreachable (default 40)")
     parser.add_argument("-d", "--detach", action="store_true", help="run in the background; stop with `pinnace down`")
     parser.set_defaults(func=run)
 
@@ -64,7 +66,8 @@ def detach(args: argparse.Namespace, data_dir: Path) -> int:
             raise CliError(f"a cluster is already running from {data_dir} (pid {pid}); stop it with `pinnace down`")
     argv = [sys.executable, "-m", "pinnace", "up", "--data-dir", str(data_dir), "--nodes", str(args.nodes),
             "--runtime", args.runtime, "--port", str(args.port), "--bind-address", args.bind_address,
-            "--proxy-mode", args.proxy_mode, "--dns-port", str(args.dns_port)]
+            "--proxy-mode", args.proxy_mode, "--dns-port", str(args.dns_port),
+            "--node-monitor-grace-period", str(args.node_monitor_grace_period)]
     log_path = data_dir / "pinnace.log"
     ready_path = data_dir / "ready"
     ready_path.unlink(missing_ok=True)
@@ -130,11 +133,14 @@ class Cluster:
         self.clients: list[Client] = []
         self.client = await self.client_for("pinnace-up")
 
+        from pinnace.controllers.base import ControllerConfig
         from pinnace.controllers.manager import ControllerManager
         from pinnace.scheduler.scheduler import Scheduler
 
         # Each component has a client (and a request budget) of its own, as separate processes would.
-        await self._start("controller manager", ControllerManager(await self.client_for("controller-manager", qps=500)))
+        await self._start("controller manager", ControllerManager(
+            await self.client_for("controller-manager", qps=500),
+            ControllerConfig(node_monitor_grace_period=args.node_monitor_grace_period)))
         await self._start("scheduler", Scheduler(await self.client_for("scheduler", qps=1000)))
         await self.start_dns()
         await self.start_nodes()

@@ -157,6 +157,9 @@ class Informer:
         self.backoff_base = 0.1
         self.backoff_cap = 5.0
         self.watch_timeout = (300, 600)  # seconds; randomised so a fleet of informers does not reconnect in step
+        # A watch silent this long is presumed dead (the server sends a bookmark every minute or so) and is
+        # re-opened from the last resourceVersion, which costs nothing if it was merely quiet.
+        self.watch_read_timeout: float | None = 180.0
         self._items: dict[str, Obj] = {}
         self._indexers: dict[str, IndexFunc] = {NAMESPACE_INDEX: namespace_index}
         self._indices: dict[str, dict[str, set[str]]] = {NAMESPACE_INDEX: {}}
@@ -166,6 +169,7 @@ class Informer:
         self._resync_task: asyncio.Task[None] | None = None
         self._kind: str | None = None
         self._last_error: str | None = None
+        self._background: set[asyncio.Future[Any]] = set()
 
     def __repr__(self) -> str:
         selectors = ",".join(s for s in (self.label_selector, self.field_selector) if s)
@@ -261,7 +265,9 @@ class Informer:
             return None
         if result is not None and inspect.isawaitable(result):
             if background:
-                asyncio.ensure_future(self._await_handler(result))
+                task = asyncio.ensure_future(self._await_handler(result))
+                self._background.add(task)  # keep a reference until done, or the task may be collected
+                task.add_done_callback(self._background.discard)
                 return None
             return self._await_handler(result)
         return None
@@ -391,6 +397,10 @@ class Informer:
 
     async def start(self) -> None:
         """Start listing and watching in a background task (idempotent)."""
+        self.start_soon()
+
+    def start_soon(self) -> None:
+        """start() for synchronous callers inside the running loop."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self.run(), name=f"informer {self.resource}")
         if self.resync_period and (self._resync_task is None or self._resync_task.done()):
@@ -432,6 +442,9 @@ class Informer:
                 self.stats.expired += 1
                 log.info("%s: resourceVersion %s expired (%s); re-listing", self.resource, self.resource_version,
                          error.message)
+                if need_list:  # the re-list itself expired: do not hammer the server
+                    failures += 1
+                    await asyncio.sleep(jittered_backoff(failures, self.backoff_base, self.backoff_cap))
                 need_list = True
             except (ConnectionFailed, ApiError) as error:
                 failures += 1
@@ -498,7 +511,8 @@ class Informer:
         low, high = self.watch_timeout
         stream = self.client.watch(self.resource, self.namespace, resource_version=self.resource_version,
                                    label_selector=self.label_selector, field_selector=self.field_selector,
-                                   timeout_seconds=random.randint(low, high), allow_bookmarks=True)
+                                   timeout_seconds=random.randint(low, high), allow_bookmarks=True,
+                                   read_timeout=self.watch_read_timeout)
         self.stats.watches += 1
         count = 0
         pending: list[Awaitable[Any]] = []
@@ -588,7 +602,7 @@ class InformerFactory:
                                 transform=transform or self.transform)
             self._informers[key] = informer
             if self._started:
-                asyncio.get_running_loop().create_task(informer.start())
+                informer.start_soon()
         return informer
 
     @property

@@ -39,6 +39,7 @@ from pinnace.client.rest import Client, ConnectionFailed
 log = logging.getLogger("pinnace.client.leaderelection")
 
 LEASES = "coordination.k8s.io/v1/leases"
+_callback_tasks: set[asyncio.Future[Any]] = set()
 
 
 def micro_time(moment: datetime | None = None) -> str:
@@ -234,14 +235,23 @@ class LeaderElector:
     async def _release(self) -> None:
         if not self.release_on_cancel or not self._holds_lease() or self._lease is None:
             return
-        now = micro_time()
-        body = dict(self._lease)
-        body["spec"] = {**(self._lease.get("spec") or {}), "holderIdentity": None, "leaseDurationSeconds": 1,
-                        "renewTime": now, "acquireTime": now}
         try:
-            async with asyncio.timeout(self.retry_period):
-                self._lease = await self.client.update(LEASES, body, self.namespace)
-            log.info("%s: %s released the lease", self.name, self.identity)
+            async with asyncio.timeout(self.retry_period * 2):
+                lease = self._lease
+                for _ in range(3):
+                    now = micro_time()
+                    body = dict(lease)
+                    body["spec"] = {**(lease.get("spec") or {}), "holderIdentity": None, "leaseDurationSeconds": 1,
+                                    "renewTime": now, "acquireTime": now}
+                    try:
+                        self._lease = await self.client.update(LEASES, body, self.namespace)
+                        log.info("%s: %s released the lease", self.name, self.identity)
+                        return
+                    except Conflict:
+                        # A renewal interrupted by the cancellation may have landed after all: re-read.
+                        lease = await self.client.get(LEASES, self.name, self.namespace)
+                        if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                            return
         except (ApiError, ConnectionFailed, TimeoutError) as error:
             log.debug("%s: releasing lease failed: %s", self.name, error)
 
@@ -252,6 +262,8 @@ def _call(callback: Callable[..., Any] | None, *args: Any) -> None:
     try:
         result = callback(*args)
         if asyncio.iscoroutine(result):
-            asyncio.ensure_future(result)
+            task = asyncio.ensure_future(result)
+            _callback_tasks.add(task)  # hold a reference until it finishes
+            task.add_done_callback(_callback_tasks.discard)
     except Exception:  # a callback's bug must not break the election protocol
         log.exception("leader election callback %r failed", callback)

@@ -139,6 +139,7 @@ class Client:
         # group-version -> {plural: resource dict}; filled from discovery on demand.
         self._discovery: dict[str, dict[str, dict[str, Any]]] = {}
         self._discovery_locks: dict[str, asyncio.Lock] = {}
+        self._warned: set[str] = set()
 
     @classmethod
     async def from_kubeconfig(cls, path: str | os.PathLike[str] | None = None, context: str | None = None,
@@ -208,6 +209,8 @@ class Client:
                                                 timeout=client_timeout,
                                                 server_hostname=self.config.tls_server_name) as response:
                     payload = await response.read()
+                    if "Warning" in response.headers:
+                        self._warn(response.headers.getall("Warning"))
                     if response.status < 400:
                         return self._decode(payload, response.content_type, decode)
                     error = error_from_status(self._decode(payload, response.content_type, True), response.status)
@@ -233,6 +236,15 @@ class Client:
             attempt += 1
             log.debug("%s %s: connection failed; retrying in %.2fs", method, path, delay)
             await asyncio.sleep(delay)
+
+    def _warn(self, headers: list[str]) -> None:
+        # `Warning: 299 - "message"` (deprecations, ignored fields): kubectl prints each; log each once.
+        for header in headers:
+            _, _, text = header.partition(" - ")
+            text = text.strip().strip('"') or header
+            if text not in self._warned:
+                self._warned.add(text)
+                log.warning("API server warning: %s", text)
 
     @staticmethod
     def _retryable(code: int, retry_after: float | None, idempotent: bool) -> bool:
@@ -490,12 +502,16 @@ class Client:
         field_selector: str | Mapping[str, str] | None = None,
         timeout_seconds: int | None = None,
         allow_bookmarks: bool = True,
+        *,
+        read_timeout: float | None = None,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Yield `(type, object)` for ADDED / MODIFIED / DELETED / BOOKMARK events after `resource_version`.
 
         Ends normally when the server closes the stream (its `timeoutSeconds`). An ERROR event is raised as
-        its typed error (`Expired` for 410: re-list), a broken stream as `ConnectionFailed`. Close the
-        iterator when leaving early (`contextlib.aclosing`) to release the connection at once.
+        its typed error (`Expired` for 410: re-list), a broken stream as `ConnectionFailed`, which is also
+        what a stream silent for `read_timeout` seconds becomes (a peer that vanished without closing the
+        connection; with bookmarks a healthy watch is never silent for long). Close the iterator when
+        leaving early (`contextlib.aclosing`) to release the connection at once.
         """
         params = _selector_params(label_selector, field_selector)
         params["watch"] = "true"
@@ -506,8 +522,10 @@ class Client:
         if timeout_seconds is not None:
             params["timeoutSeconds"] = str(int(timeout_seconds))
         url = self.server + resource_path(resource, namespace if namespace else None)
-        # No read timeout: a quiet watch legitimately sends nothing for minutes.
-        client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
+        # By default no read timeout: a quiet watch without bookmarks legitimately sends nothing for minutes.
+        # The total is bounded by the server-side timeout plus slack, so a dead peer is noticed eventually.
+        total = timeout_seconds + 60 if timeout_seconds else None
+        client_timeout = aiohttp.ClientTimeout(total=total, sock_connect=10, sock_read=read_timeout)
         if self._limiter is not None:
             await self._limiter.acquire()
         try:

@@ -245,3 +245,39 @@ async def test_periodic_resync_redelivers_cached_objects(fake_client: Client):
         await until(lambda: seen.events.count(("update", "a")) >= 2)
     finally:
         await pods.stop()
+
+
+async def test_expired_continue_token_falls_back_to_one_full_list(fake_api: FakeApiServer, fake_client: Client):
+    from .fake_apiserver import Injected
+
+    for i in range(5):
+        await fake_client.create("v1/pods", pod(f"p{i}"))
+    pods = Informer(fake_client, "v1/pods")
+    pods.page_size = 2
+    expired = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired",
+               "message": "continue token too old"}
+    first_page = asyncio.Event()
+    original = fake_api.list
+
+    def list_then_expire(request, *args):
+        response = original(request, *args)
+        if not first_page.is_set():
+            first_page.set()
+            fake_api.fail_next.append(Injected(410, body=expired, method="GET"))
+        return response
+
+    fake_api.list = list_then_expire
+    await pods.start()
+    try:
+        await pods.wait_synced(5)
+        assert len(pods) == 5
+    finally:
+        await pods.stop()
+
+
+async def test_informer_requested_after_factory_start_starts_at_once(fake_client: Client, factory):
+    await factory.start()
+    await fake_client.create("v1/pods", pod("late"))
+    pods = factory.informer("v1/pods")
+    await factory.wait_synced(5)
+    assert pods.running and pods.get("default/late") is not None

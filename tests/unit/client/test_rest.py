@@ -179,3 +179,17 @@ async def test_apply_patch_sends_field_manager(fake_api: FakeApiServer, fake_cli
     await fake_client.create("v1/pods", pod("a", "default"))
     await fake_client.apply("v1/pods", pod("a", "default", app="x"), force=True)
     assert (await fake_client.get("v1/pods", "a", "default"))["metadata"]["labels"] == {"app": "x"}
+
+
+async def test_silent_watch_times_out_as_connection_failed(fake_client: Client):
+    with pytest.raises(ConnectionFailed):
+        async for _ in fake_client.watch("v1/pods", resource_version="1", allow_bookmarks=False, read_timeout=0.3):
+            pass
+
+
+async def test_server_warnings_are_logged_once(fake_api: FakeApiServer, fake_client: Client, caplog):
+    for _ in range(2):
+        fake_api.fail_next.append(Injected(200, body={"kind": "PodList", "items": []},
+                                           headers={"Warning": '299 - "v1 Foo is deprecated"'}))
+        await fake_client.list("v1/pods")
+    assert caplog.text.count("v1 Foo is deprecated") == 1

@@ -1,0 +1,36 @@
+"""Small helpers the admission plugins share: listing a namespace's objects, pod containers, quantities."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pinnace.api.quantity import parse_quantity
+
+
+async def list_objects(server: Any, resource: str, namespace: str | None) -> list[dict]:
+    info = server.kinds.by_resource(resource)
+    page = await server.registry.list_page(info, namespace, revision=None, limit=0, continue_token=None)
+    return page.items
+
+
+def containers(pod: dict, init: bool = True) -> list[dict]:
+    spec = pod.get("spec") or {}
+    out = [c for c in spec.get("containers") or () if isinstance(c, dict)]
+    if init:
+        out += [c for c in spec.get("initContainers") or () if isinstance(c, dict)]
+    return out
+
+
+def quantity(value: Any) -> Decimal | None:
+    try:
+        return parse_quantity(value)
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+
+
+def format_quantity(value: Decimal, resource: str) -> str:
+    """Print a quantity the way users wrote it: millicores for CPU when fractional, else plain numbers."""
+    if resource.endswith("cpu") and value != value.to_integral_value():
+        return f"{int(value * 1000)}m"
+    return str(int(value)) if value == value.to_integral_value() else str(value)

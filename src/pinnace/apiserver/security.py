@@ -1,0 +1,337 @@
+"""The API server's security layer: authorization, admission, audit, encryption at rest, limits.
+
+The server calls into it at a few fixed points and nowhere else:
+- `wrap_store(store)` when the store opens (Secrets encryption at rest, `encryption.py`);
+- `await start()` once the registry exists (default RBAC objects, the RBAC index, token signer,
+  audit log), `stop()` on shutdown;
+- `authenticate_token(token)` for bearer tokens the server itself does not know (ServiceAccount JWTs,
+  the static token file);
+- `await serve(request, handler)` around every authenticated request, in the middleware: bound-token
+  revocation, impersonation, the per-user rate limit, authorization (403 naming user, verb, resource),
+  the review APIs (`kubectl auth can-i`, `whoami`), the per-user watch cap, Warning headers from
+  admission, and one audit event per request;
+- `await admit(request, target, operation, obj, old)` in the write handlers (the admission chain).
+
+`SecurityConfig` is `ServerConfig.security`; every knob has a default that keeps a single-user cluster
+working as before: the admin token and client certificates in `system:masters` may do everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import datetime
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from pinnace.apiserver import bootstrap_rbac
+from pinnace.apiserver.admission import AdmissionRequest, Chain, default_chain
+from pinnace.apiserver.audit import AuditLog
+from pinnace.apiserver.auth import User
+from pinnace.apiserver.authz import reviews
+from pinnace.apiserver.authz.attributes import Attributes, forbidden, from_request
+from pinnace.apiserver.authz.rbac import RBAC_GROUP, RESOURCES, Decision, RBACAuthorizer
+from pinnace.apiserver.errors import ApiError, BadRequest, Unauthorized
+from pinnace.apiserver.limits import UserLimits, check_depth
+from pinnace.apiserver.serviceaccounts import ServiceAccountTokens, ServiceAccountUser
+
+log = logging.getLogger(__name__)
+
+STATE = web.RequestKey("security", object)
+_WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+@dataclass
+class SecurityConfig:
+    authorization_mode: str = "RBAC"  # or "AlwaysAllow": every authenticated user may do everything
+    admission_plugins: tuple[str, ...] | None = None  # None: all of them (see pinnace.apiserver.admission)
+    token_auth_file: str | None = None  # CSV lines: token,user,uid,"group1,group2" (kube-apiserver's format)
+    audit_policy_file: str | None = None
+    audit_log_path: str | None = None  # default <data_dir>/audit.log when a policy is given
+    encryption_provider_config: str | None = None
+    mount_service_account_token: bool = False  # ServiceAccount admission adds the kube-api-access volume
+    rate_limit_qps: float = 100.0  # per user, system:masters exempt; 0: off
+    rate_limit_burst: int = 200
+    max_watches_per_user: int = 250
+    exempt_groups: tuple[str, ...] = field(default=("system:masters",))
+
+
+@dataclass
+class _RequestState:
+    """What one request's admission leaves for the end of the request."""
+
+    warnings: list[str] = field(default_factory=list)
+    audit_object: Any = None
+    audit_annotations: dict[str, str] = field(default_factory=dict)
+    on_done: list[Any] = field(default_factory=list)
+
+
+def load_token_file(path: str | Path) -> dict[str, User]:
+    users: dict[str, User] = {}
+    with open(path, newline="") as f:
+        for row in csv.reader(f):
+            if len(row) < 2 or not row[0].strip() or row[0].startswith("#"):
+                continue
+            groups = tuple(g.strip() for g in row[3].split(",") if g.strip()) if len(row) > 3 else ()
+            users[row[0].strip()] = User(row[1].strip(), (*groups, "system:authenticated"))
+    return users
+
+
+class Security:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.config: SecurityConfig = getattr(server.config, "security", None) or SecurityConfig()
+        if self.config.authorization_mode not in ("RBAC", "AlwaysAllow"):
+            raise ValueError(f"authorization mode {self.config.authorization_mode!r}: use RBAC or AlwaysAllow")
+        self.rbac = RBACAuthorizer()
+        self.rbac_enabled = self.config.authorization_mode == "RBAC"
+        self.limits = UserLimits(self.config.rate_limit_qps, self.config.rate_limit_burst,
+                                 self.config.max_watches_per_user, frozenset(self.config.exempt_groups))
+        self.static_tokens: dict[str, User] = {}
+        if self.config.token_auth_file:
+            self.static_tokens = load_token_file(self.config.token_auth_file)
+        self.tokens: ServiceAccountTokens = None  # type: ignore[assignment]
+        self.chain: Chain | None = None
+        self.audit: AuditLog | None = None
+        self._rbac_written = 0.0  # when a write to an RBAC object last succeeded through this server
+        self._rbac_listed = 0.0  # when the RBAC index was last rebuilt from a list
+        self._relist_lock = asyncio.Lock()
+        self._user_key: Any = None
+
+    # ---- lifecycle ----
+
+    def wrap_store(self, store: Any) -> Any:
+        if not self.config.encryption_provider_config:
+            return store
+        from pinnace.apiserver.encryption import EncryptedStore, load_config
+
+        return EncryptedStore(store, load_config(self.config.encryption_provider_config))
+
+    async def start(self) -> None:
+        from pinnace.apiserver.server import USER
+
+        self._user_key = USER
+        server = self.server
+        key_path = server.data_dir / "pki" / "sa-signer.key"
+        self.tokens = await asyncio.to_thread(ServiceAccountTokens, server, key_path)
+        if self.config.audit_policy_file:
+            path = self.config.audit_log_path or str(server.data_dir / "audit.log")
+            self.audit = await asyncio.to_thread(AuditLog, self.config.audit_policy_file, path)
+        await bootstrap_rbac.ensure(server.registry, server.kinds)
+        if self.rbac_enabled:
+            for resource in RESOURCES:
+                info = server.kinds.by_resource(f"{RBAC_GROUP}/v1/{resource}")
+                cache = server.watch_cache(info)
+                cache.add_listener(self._rbac_listener(resource), self._rbac_restarted)
+                await cache.start()
+            await self.relist()
+        self.chain = default_chain(server, self.config.admission_plugins)
+
+    def stop(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
+            self.audit = None
+
+    # ---- RBAC index ----
+
+    def _rbac_listener(self, resource: str) -> Any:
+        def on_event(event: Any) -> None:
+            if event.revision > self.rbac.synced_revision:  # a list already covered older ones
+                self.rbac.apply(resource, event.object, event.type == "DELETED")
+
+        return on_event
+
+    def _rbac_restarted(self) -> None:
+        self._rbac_written = time.monotonic()  # the next denial re-reads everything
+
+    async def relist(self) -> None:
+        async with self._relist_lock:
+            started = time.monotonic()
+            store = self.server.store
+            revision = await store.current_revision()
+            objects: dict[str, list[dict]] = {}
+            for resource in RESOURCES:
+                info = self.server.kinds.by_resource(f"{RBAC_GROUP}/v1/{resource}")
+                page = await self.server.registry.list_page(info, None, revision=revision, limit=0, continue_token=None)
+                objects[resource] = page.items
+            self.rbac.reset(objects, revision)
+            self._rbac_listed = started
+
+    async def refresh_if_stale(self) -> None:
+        """Re-read RBAC when a write through this server may not have reached the index yet."""
+        if self.rbac_enabled and self._rbac_written >= self._rbac_listed:
+            await self.relist()
+
+    async def decide(self, user: Any, attrs: Attributes) -> Decision:
+        if not self.rbac_enabled:
+            return Decision(True, "AlwaysAllow")
+        decision = self.rbac.authorize(user, attrs)
+        if not decision.allowed and self._rbac_written >= self._rbac_listed:
+            await self.relist()
+            decision = self.rbac.authorize(user, attrs)
+        return decision
+
+    # ---- authentication ----
+
+    def authenticate_token(self, token: str) -> Any:
+        user = self.static_tokens.get(token)
+        if user is not None:
+            return user
+        return self.tokens.authenticate(token) if self.tokens is not None else None
+
+    def user_for_token(self, token: str) -> Any:
+        """Every kind of token this server accepts (TokenReview)."""
+        return self.server.auth.from_token(token) or self.authenticate_token(token)
+
+    async def _impersonate(self, request: web.Request, user: Any) -> Any:
+        """`kubectl --as`/`--as-group`: allowed with the `impersonate` verb on users/groups/serviceaccounts."""
+        name = request.headers.get("Impersonate-User")
+        groups = request.headers.getall("Impersonate-Group", [])
+        if not name:
+            if groups:
+                raise BadRequest("requested impersonation of groups without impersonating a user")
+            return user
+        if name.startswith("system:serviceaccount:") and name.count(":") == 3:
+            _s, _a, namespace, account = name.split(":")
+            checks = [Attributes("impersonate", True, "", "v1", "serviceaccounts", "", namespace, account)]
+        else:
+            checks = [Attributes("impersonate", True, "", "v1", "users", "", "", name)]
+        checks += [Attributes("impersonate", True, "", "v1", "groups", "", "", g) for g in groups]
+        for attrs in checks:
+            if not (await self.decide(user, attrs)).allowed:
+                raise forbidden(user, attrs)
+        implied: tuple[str, ...] = ()
+        if name.startswith("system:serviceaccount:") and name.count(":") == 3:
+            implied = ("system:serviceaccounts", f"system:serviceaccounts:{name.split(':')[2]}")
+        impersonated = User(name, (*groups, *implied, "system:authenticated"))
+        request[self._user_key] = impersonated
+        return impersonated
+
+    # ---- the request path ----
+
+    async def serve(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        user = request.get(self._user_key) if self._user_key is not None else None
+        if user is None:
+            return await handler(request)  # the public paths answered without credentials
+        received = datetime.datetime.now(datetime.UTC)
+        state = _RequestState()
+        request[STATE] = state
+        attrs: Attributes | None = None
+        decision = Decision(True)
+        watch_key: str | None = None
+        try:
+            if isinstance(user, ServiceAccountUser) and not await self.tokens.still_valid(user):
+                raise Unauthorized("Unauthorized")
+            user = await self._impersonate(request, user)
+            self.limits.take(user)
+            attrs = from_request(request.method, request.path, request.query)
+            decision = await self.decide(user, attrs)
+            if not decision.allowed:
+                raise forbidden(user, attrs)
+            if reviews.handles(request.path):
+                response = await reviews.handle(self, request, user, self._read_object)
+            else:
+                if attrs.verb == "watch":
+                    watch_key = self.limits.open_watch(user)
+                response = await handler(request)
+        except ApiError as error:
+            self._audit(request, user, attrs, error.code, received, state, error.body(), decision)
+            raise
+        except (asyncio.CancelledError, ConnectionResetError, web.HTTPException):
+            raise
+        except Exception:
+            self._audit(request, user, attrs, 500, received, state, None, decision)
+            raise
+        finally:
+            self.limits.close_watch(watch_key)
+            for callback in state.on_done:
+                callback()
+        if attrs is not None and attrs.group == RBAC_GROUP and attrs.verb in _WRITES and response.status < 300:
+            self._rbac_written = time.monotonic()
+        if state.warnings and not response.prepared:
+            for warning in state.warnings:
+                response.headers.add("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+        body = getattr(response, "body", None)
+        self._audit(request, user, attrs, response.status, received, state,
+                    body if isinstance(body, bytes) else None, decision)
+        return response
+
+    async def _read_object(self, request: web.Request) -> Any:
+        handlers = self.server.handlers
+        raw = await handlers.read_body(request)
+        check_depth(raw)
+        return handlers.decode_body(raw, request.headers.get("Content-Type", "application/json"))
+
+    def _audit(self, request: web.Request, user: Any, attrs: Attributes | None, code: int,
+               received: datetime.datetime, state: _RequestState, body: bytes | None, decision: Decision) -> None:
+        if self.audit is None:
+            return
+        if attrs is None:
+            attrs = from_request(request.method, request.path, request.query)
+        self.audit.record(
+            user=user, attrs=attrs, request=request, code=code, received=received,
+            request_object=state.audit_object, response_body=body,
+            decision="allow" if decision.allowed else "forbid", reason=decision.reason,
+            annotations=state.audit_annotations,
+        )
+
+    # ---- admission ----
+
+    async def admit(self, request: web.Request, target: Any, operation: str, obj: dict | None = None,
+                    old: dict | None = None) -> Any:
+        """Run the admission chain on a write; returns the (possibly mutated) object to store."""
+        state = request.get(STATE)
+        if isinstance(obj, dict):
+            if state is not None:
+                state.audit_object = obj
+        if self.chain is None or (obj is not None and not isinstance(obj, dict)):
+            return obj
+        info = target.info
+        meta = (obj or {}).get("metadata") if isinstance((obj or {}).get("metadata"), dict) else {}
+        namespace = target.namespace or (meta.get("namespace") if info.namespaced else "") or ""
+        user = request.get(self._user_key)
+        if user is None:
+            from pinnace.apiserver.auth import INSECURE
+
+            user = INSECURE
+        admission = AdmissionRequest(
+            operation=operation, info=info, namespace=namespace if info.namespaced else "",
+            name=target.name or meta.get("name") or "", subresource=target.subresource or "",
+            object=obj, old=old, user=user, dry_run=bool(request.query.getall("dryRun", [])), server=self.server,
+        )
+        try:
+            await self.chain.admit(admission)
+        finally:
+            if state is not None:
+                state.on_done.extend(admission.on_done)
+                state.warnings.extend(admission.warnings)
+                state.audit_annotations.update(admission.audit_annotations)
+            else:
+                for callback in admission.on_done:
+                    callback()
+        return admission.object
+
+
+async def issue_node_credentials(server: Any, node_name: str, directory: Path) -> tuple[Path, Path]:
+    """A client certificate for `system:node:<node_name>` (group `system:nodes`), as kubelets use.
+
+    Returns (cert path, key path). The NodeRestriction admission plugin then limits that node to its
+    own Node, Lease and pods.
+    """
+    from pinnace.apiserver import certs
+
+    ca_cert, ca_key = certs.load_ca(server.certs)
+    cert, key = certs.issue(ca_cert, ca_key, f"system:node:{node_name}", organizations=("system:nodes",))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{node_name}.crt", directory / f"{node_name}.key"
+    cert_path.write_bytes(cert)
+    with contextlib.suppress(OSError):
+        key_path.touch(mode=0o600)
+    key_path.write_bytes(key)
+    return cert_path, key_path
