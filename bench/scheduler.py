@@ -74,6 +74,20 @@ async def run_scheduler(url: str) -> None:
     await scheduler.start()
     await scheduler.ready.wait()
     print("ready", flush=True)
+
+    def dump() -> None:
+        # Debugging aid: what the scheduler holds for pods still pending.
+        pending = [p for p in scheduler._pods.list() if not p["spec"].get("nodeName")]
+        report = {"queue": scheduler.queue.pending(), "in_flight": len(scheduler.queue._in_flight),
+                  "cache_pods": scheduler.cache.pod_count(), "informer": len(scheduler._pods),
+                  "scheduled": scheduler.scheduled, "bind_errors": scheduler.bind_errors,
+                  "failed": scheduler.failed_attempts, "background": len(scheduler._background),
+                  "pending": [(p["metadata"]["name"], p["metadata"]["uid"] in scheduler.queue,
+                               p["metadata"]["uid"] in scheduler.queue._in_flight,
+                               scheduler.cache.get_pod(p["metadata"]["uid"]) is not None) for p in pending[:20]]}
+        print(json.dumps(report), file=sys.stderr, flush=True)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()

@@ -160,3 +160,116 @@ async def test_kubectl_attach_streams_output(client, kubelet, kubeconfig, tmp_pa
     finally:
         attach.terminate()
         await attach.wait()
+
+
+async def test_kubectl_logs_previous_of_a_restarted_container(client, kubelet, kubectl_async):
+    await client.create(
+        "v1/pods", pod("phoenix", [container("c", "sh", "-c", "echo run $(date +%N); sleep 0.3; exit 1")], nodeName=kubelet.node_name)
+    )
+    await wait_for(client, "phoenix", lambda p: (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1)
+    code, out, err = await kubectl_async("logs", "phoenix", "--previous")
+    assert code == 0, err
+    assert out.startswith("run ")
+
+
+async def test_image_change_restarts_the_container(client, kubelet):
+    await running(client, kubelet, "img", container("c", "sleep", "60"))
+    await client.patch("v1/pods", "img", {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}, namespace="default", patch_type="strategic")
+    p = await wait_for(client, "img", lambda p: p["status"]["containerStatuses"][0]["image"] == "busybox:2" and "running" in p["status"]["containerStatuses"][0]["state"])
+    assert p["status"]["containerStatuses"][0]["restartCount"] == 1
+
+
+async def test_python_client_exec_and_port_forward_over_websocket(client, kubelet, kubeconfig):
+    """The official Python client speaks the WebSocket channel protocols (exec, and port-forward with ?ports=)."""
+    kubernetes = pytest.importorskip("kubernetes")
+    from kubernetes.stream import portforward, stream
+
+    port = 9000 + os.getpid() % 500
+    await running(
+        client, kubelet, "pyclient",
+        container("c", PY, "-c", SERVER_ONCE, str(port)),
+        hostNetwork=os.geteuid() != 0,
+    )
+
+    def use_client() -> tuple[str, bytes]:
+        api_client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        core = kubernetes.client.CoreV1Api(api_client)
+        out = stream(
+            core.connect_get_namespaced_pod_exec, "pyclient", "default",
+            command=["sh", "-c", "echo from-exec"], stderr=True, stdin=False, stdout=True, tty=False,
+        )
+        forward = portforward(core.connect_get_namespaced_pod_portforward, "pyclient", "default", ports=str(port))
+        sock = forward.socket(port)
+        sock.settimeout(10)
+        data = b""
+        while len(data) < 5:
+            chunk = sock.recv(100)
+            if not chunk:
+                break
+            data += chunk
+        sock.close()
+        forward.close()
+        api_client.close()
+        return out, data
+
+    out, data = await asyncio.to_thread(use_client)
+    assert out.strip() == "from-exec"
+    assert data.startswith(b"hello")
+
+
+SERVER_ONCE = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+while True:
+    c, _ = s.accept(); c.sendall(b"hello"); c.close()
+"""
+
+
+async def test_exec_with_a_terminal_over_websocket(client, kubelet, api_server):
+    import aiohttp
+
+    await running(client, kubelet, "tty", container("c", "sleep", "60"))
+    url = (
+        f"{api_server.insecure_url}/api/v1/namespaces/default/pods/tty/exec"
+        "?command=sh&command=-c&command=sleep+0.3%3B+test+-t+1+%26%26+stty+size&stdin=true&stdout=true&tty=true"
+    )
+    output = b""
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, protocols=["v5.channel.k8s.io"]) as ws:
+        await ws.send_bytes(b"\x04" + b'{"Width":100,"Height":30}')
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY and message.data[:1] == b"\x01":
+                output += message.data[1:]
+            elif message.type == aiohttp.WSMsgType.BINARY and message.data[:1] == b"\x03":
+                assert b"Success" in message.data
+    assert output.strip() == b"30 100"
+
+
+async def test_kubelet_api_accepts_only_the_api_servers_client_certificate(client, api_server, kubectl_async, tmp_path):
+    import ssl
+
+    import aiohttp
+
+    from pinnace.apiserver.node_proxy import kubelet_get
+
+    guarded = Kubelet(client, kubelet_config(tmp_path / "guarded", client_ca_file=str(api_server.ca_path)))
+    await guarded.start()
+    try:
+        await running(client, guarded, "guarded", container("c", "sh", "-c", "echo guarded; sleep 60"))
+        await asyncio.sleep(0.3)
+        code, out, err = await kubectl_async("logs", "guarded")
+        assert (code, out) == (0, "guarded\n"), err
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        with pytest.raises(aiohttp.ClientError):
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"https://127.0.0.1:{guarded.port}/pods", ssl=insecure) as response:
+                    response.raise_for_status()
+        node = await client.get("v1/nodes", guarded.node_name)
+        cert = api_server.ca_path.parent / "kubelet-client.crt"
+        summary = await kubelet_get(node, "/stats/summary", client_cert=str(cert), client_key=str(cert.with_suffix(".key")))
+        assert summary["node"]["nodeName"] == guarded.node_name
+        assert summary["pods"][0]["podRef"]["name"] == "guarded"
+    finally:
+        await stop_and_clean(guarded)

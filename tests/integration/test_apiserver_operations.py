@@ -100,3 +100,24 @@ async def test_many_watchers_share_one_store_watch(api_server):
         finally:
             for stream in streams:
                 stream.close()
+
+
+async def test_cached_objects_follow_writes(api_server):
+    async def cached(namespace=None):
+        future = asyncio.run_coroutine_threadsafe(api_server.cached_objects("v1/configmaps", namespace), api_server.loop)
+        return sorted(o["metadata"]["name"] for o in await asyncio.wrap_future(future))
+
+    async with aiohttp.ClientSession(base_url=api_server.insecure_url) as http:
+        async with http.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "before"}}):
+            pass
+        assert await cached() == ["before"]
+        async with http.post("/api/v1/namespaces/kube-system/configmaps", json={"metadata": {"name": "after"}}):
+            pass
+        async with http.delete("/api/v1/namespaces/default/configmaps/before"):
+            pass
+        for _ in range(50):
+            if await cached() == ["after"]:
+                break
+            await asyncio.sleep(0.02)
+        assert await cached() == ["after"]
+        assert await cached("default") == []

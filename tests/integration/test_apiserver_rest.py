@@ -158,6 +158,9 @@ async def test_malformed_bodies_and_unsupported_media(http):
     assert status == 415 and body["reason"] == "UnsupportedMediaType"
     status, body, _, _ = await call(http, "GET", PODS, headers={"Accept": "text/csv"})
     assert status == 406 and body["reason"] == "NotAcceptable"
+    large = b'{"metadata":{"name":"large"},"data":{"a":"' + b"x" * (2 * 1024 * 1024) + b'"}}'
+    status, body, _, _ = await call(http, "POST", "/api/v1/namespaces/default/configmaps", large, headers={"Content-Type": "application/json"})
+    assert status == 201 and len(body["data"]["a"]) == 2 * 1024 * 1024  # read whole, in many chunks
     big = b'{"metadata":{"name":"big"},"data":{"a":"' + b"x" * (3 * 1024 * 1024) + b'"}}'
     status, body, _, _ = await call(http, "POST", "/api/v1/namespaces/default/configmaps", big, headers={"Content-Type": "application/json"})
     assert status == 413 and body["reason"] == "RequestEntityTooLarge"
@@ -520,14 +523,21 @@ async def test_client_certificates_signed_by_the_cluster_ca_authenticate(api_ser
     from pinnace.apiserver import certs
 
     ca_cert, ca_key = certs.load_ca(api_server.certs)
-    cert_pem, key_pem = certs.issue(ca_cert, ca_key, "jane", organizations=("devs",))
-    (tmp_path / "c.crt").write_bytes(cert_pem)
-    (tmp_path / "c.key").write_bytes(key_pem)
-    context = ssl.create_default_context(cafile=str(api_server.ca_path))
-    context.load_cert_chain(tmp_path / "c.crt", tmp_path / "c.key")
+
+    def context_for(user: str, group: str) -> ssl.SSLContext:
+        cert_pem, key_pem = certs.issue(ca_cert, ca_key, user, organizations=(group,))
+        (tmp_path / f"{user}.crt").write_bytes(cert_pem)
+        (tmp_path / f"{user}.key").write_bytes(key_pem)
+        context = ssl.create_default_context(cafile=str(api_server.ca_path))
+        context.load_cert_chain(tmp_path / f"{user}.crt", tmp_path / f"{user}.key")
+        return context
+
     async with aiohttp.ClientSession(base_url=api_server.url) as session:
-        async with session.get("/api/v1/namespaces", ssl=context) as response:
+        async with session.get("/api/v1/namespaces", ssl=context_for("root", "system:masters")) as response:
             assert response.status == 200
+        # Known but not granted anything: authenticated (not 401), then refused by authorization.
+        async with session.get("/api/v1/namespaces", ssl=context_for("jane", "devs")) as response:
+            assert response.status == 403 and '"jane"' in (await response.json())["message"]
 
 
 async def test_service_account_tokens_authenticate(api_server, http):
@@ -539,7 +549,10 @@ async def test_service_account_tokens_authenticate(api_server, http):
     headers = {"Authorization": f"Bearer {body['status']['token']}"}
     async with aiohttp.ClientSession(base_url=api_server.url) as session:
         async with session.get("/api/v1/namespaces/default/pods", ssl=context, headers=headers) as response:
-            assert response.status == 200
+            # The token names the account (authorization then decides what it may do).
+            assert response.status in (200, 403)
+            if response.status == 403:
+                assert "system:serviceaccount:default:robot" in (await response.json())["message"]
 
 
 async def test_bootstrap_objects_exist(http):

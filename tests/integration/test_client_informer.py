@@ -241,3 +241,22 @@ async def test_informer_with_field_selector_and_node_index(server: RestartableSe
     finally:
         await factory.stop()
         await client.close()
+
+
+async def test_metadata_only_informer(server: RestartableServer):
+    client = await new_client(server)
+    factory = InformerFactory(client)
+    meta = factory.informer("v1/pods", metadata_only=True)
+    assert factory.informer("v1/pods") is not meta
+    try:
+        await client.create("v1/pods", pod("listed"))
+        await factory.start()
+        await factory.wait_synced(timeout=10)
+        await client.create("v1/pods", pod("watched"))
+        await until(lambda: meta.get("default/watched") is not None)
+        for key in ("default/listed", "default/watched"):
+            obj = meta.get(key)
+            assert obj["kind"] == "PartialObjectMetadata" and "spec" not in obj
+    finally:
+        await factory.stop()
+        await client.close()

@@ -154,3 +154,17 @@ async def test_concurrent_requests_share_the_pool(kube: Client):
     await asyncio.gather(*(kube.create("v1/configmaps", {"metadata": {"name": f"c{i}", "namespace": "default"}})
                            for i in range(50)))
     assert len((await kube.list("v1/configmaps", namespace="default"))["items"]) >= 50
+
+
+async def test_metadata_only_list_and_watch(kube: Client):
+    await kube.create("v1/pods", pod("m", app="x"))
+    listed = await kube.list("v1/pods", namespace="default", metadata_only=True)
+    [item] = listed["items"]
+    assert "spec" not in item and item["metadata"]["labels"] == {"app": "x"}
+    start = listed["metadata"]["resourceVersion"]
+    await kube.patch("v1/pods", "m", {"metadata": {"labels": {"app": "y"}}}, namespace="default")
+    async with contextlib.aclosing(kube.watch("v1/pods", resource_version=start, metadata_only=True,
+                                              timeout_seconds=5)) as stream:
+        async for event_type, obj in stream:
+            assert event_type == "MODIFIED" and obj["kind"] == "PartialObjectMetadata" and "spec" not in obj
+            break

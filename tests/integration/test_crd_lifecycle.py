@@ -88,7 +88,9 @@ CRONTAB_CRD = {
                 "name": "v1beta1",
                 "served": True,
                 "storage": False,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
             },
         ],
     },
@@ -110,7 +112,9 @@ CLUSTER_CRD = {
                 "schema": {
                     "openAPIV3Schema": {
                         "type": "object",
-                        "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}},
+                        "properties": {
+                            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
+                        },
                     }
                 },
             }
@@ -172,7 +176,9 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
     # --- the CRD is accepted and established within a second ---
     manifest = tmp_path / "crd.yaml"
     manifest.write_text(yaml.safe_dump(CRONTAB_CRD))
-    assert f"customresourcedefinition.apiextensions.k8s.io/{CRONTABS} created" in ok(kubectl("apply", "-f", str(manifest)))
+    assert f"customresourcedefinition.apiextensions.k8s.io/{CRONTABS} created" in ok(
+        kubectl("apply", "-f", str(manifest))
+    )
     assert wait_established(extensions, CRONTABS, within=1.0) < 1.0
     crd = kubectl_json(kubectl, "get", "crd", CRONTABS)
     assert crd["status"]["acceptedNames"]["kind"] == "CronTab"
@@ -197,11 +203,23 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
     assert obj["spec"] == {"cronSpec": "*/5 * * * *", "image": "busybox", "replicas": 2}
     assert obj["metadata"]["generation"] == 1 and obj["metadata"]["uid"]
     assert ok(kubectl("apply", "-f", str(first))) == f"crontab.{GROUP}/first unchanged\n"
+    # Client-side apply of a custom kind sends a JSON merge patch: a field dropped from the manifest
+    # goes, and the schema's default comes back.
+    first.write_text(yaml.safe_dump(crontab("first", replicas=2, image="nginx")))
+    assert ok(kubectl("apply", "-f", str(first))) == f"crontab.{GROUP}/first configured\n"
+    assert kubectl_json(kubectl, "get", "ct", "first")["spec"]["image"] == "nginx"
+    first.write_text(yaml.safe_dump(crontab("first", replicas=2)))
+    assert ok(kubectl("apply", "-f", str(first))) == f"crontab.{GROUP}/first configured\n"
+    assert kubectl_json(kubectl, "get", "ct", "first")["spec"]["image"] == "busybox"
 
     # --- the official client: create, list by label, replace, watch ---
-    created = objects.create_namespaced_custom_object(GROUP, "v1", "default", "crontabs", crontab("second", image="nginx"))
+    created = objects.create_namespaced_custom_object(
+        GROUP, "v1", "default", "crontabs", crontab("second", image="nginx")
+    )
     assert created["spec"] == {"cronSpec": "*/5 * * * *", "image": "nginx", "replicas": 1}
-    listed = objects.list_namespaced_custom_object(GROUP, "v1", "default", "crontabs", label_selector="app=cron")
+    listed = objects.list_namespaced_custom_object(
+        GROUP, "v1", "default", "crontabs", label_selector="app=cron"
+    )
     assert sorted(item["metadata"]["name"] for item in listed["items"]) == ["first", "second"]
     assert listed["kind"] == "CronTabList"
     events: list[tuple[str, str, int]] = []
@@ -209,10 +227,17 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
 
     def follow() -> None:
         for event in watcher.stream(
-            objects.list_namespaced_custom_object, GROUP, "v1", "default", "crontabs",
-            resource_version=listed["metadata"]["resourceVersion"], timeout_seconds=20,
+            objects.list_namespaced_custom_object,
+            GROUP,
+            "v1",
+            "default",
+            "crontabs",
+            resource_version=listed["metadata"]["resourceVersion"],
+            timeout_seconds=20,
         ):
-            events.append((event["type"], event["object"]["metadata"]["name"], event["object"]["spec"]["replicas"]))
+            events.append(
+                (event["type"], event["object"]["metadata"]["name"], event["object"]["spec"]["replicas"])
+            )
             if event["type"] == "DELETED":
                 watcher.stop()
 
@@ -224,12 +249,22 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
 
     # --- patches: merge, JSON, server-side apply; strategic merge is not for custom resources ---
     assert "patched" in ok(kubectl("patch", "ct", "second", "--type=merge", "-p", '{"spec":{"replicas":5}}'))
-    assert "patched" in ok(kubectl("patch", "ct", "second", "--type=json", "-p",
-                                   '[{"op":"replace","path":"/spec/image","value":"nginx:2"},'
-                                   '{"op":"test","path":"/spec/replicas","value":5}]'))
+    assert "patched" in ok(
+        kubectl(
+            "patch",
+            "ct",
+            "second",
+            "--type=json",
+            "-p",
+            '[{"op":"replace","path":"/spec/image","value":"nginx:2"},'
+            '{"op":"test","path":"/spec/replicas","value":5}]',
+        )
+    )
     result = kubectl("patch", "ct", "second", "--type=strategic", "-p", '{"spec":{"replicas":6}}')
     assert result.returncode != 0 and "application/merge-patch+json" in result.stderr, result.stderr  # 415
-    patched = objects.patch_namespaced_custom_object(GROUP, "v1", "default", "crontabs", "second", {"spec": {"replicas": 7}})
+    patched = objects.patch_namespaced_custom_object(
+        GROUP, "v1", "default", "crontabs", "second", {"spec": {"replicas": 7}}
+    )
     assert patched["spec"]["replicas"] == 7 and patched["spec"]["image"] == "nginx:2"
     applied = tmp_path / "applied.yaml"
     applied.write_text(yaml.safe_dump(crontab("applied", replicas=3, image="redis")))
@@ -254,7 +289,9 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
     assert result.returncode != 0 and "is invalid" in result.stderr
     assert "spec.replicas" in result.stderr and "spec.cronSpec" in result.stderr
     with pytest.raises(ApiException) as error:
-        objects.create_namespaced_custom_object(GROUP, "v1", "default", "crontabs", {**crontab("bad"), "spec": {"replicas": 1}})
+        objects.create_namespaced_custom_object(
+            GROUP, "v1", "default", "crontabs", {**crontab("bad"), "spec": {"replicas": 1}}
+        )
     assert error.value.status == 422
     body = json.loads(error.value.body)
     assert body["reason"] == "Invalid" and body["details"]["kind"] == "CronTab"
@@ -262,7 +299,10 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
     result = kubectl("create", "-f", "-", input=json.dumps(crontab("strict", shape="round")))
     assert result.returncode != 0 and 'unknown field "spec.shape"' in result.stderr
     pruned = objects.create_namespaced_custom_object(
-        GROUP, "v1", "default", "crontabs",
+        GROUP,
+        "v1",
+        "default",
+        "crontabs",
         {**crontab("pruned", shape="round", extra={"free": {"form": [1, 2]}}), "top": "level"},
     )
     assert "shape" not in pruned["spec"] and "top" not in pruned
@@ -275,13 +315,26 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
     )
     assert "status" not in with_status and with_status["spec"]["replicas"] == 3
     status = objects.patch_namespaced_custom_object_status(
-        GROUP, "v1", "default", "crontabs", "first",
+        GROUP,
+        "v1",
+        "default",
+        "crontabs",
+        "first",
         {"status": {"phase": "Running", "replicas": 3, "selector": "app=cron"}, "spec": {"replicas": 8}},
     )
     assert status["status"] == {"phase": "Running", "replicas": 3, "selector": "app=cron"}
     assert status["spec"]["replicas"] == 3
-    assert "patched" in ok(kubectl("patch", "ct", "first", "--subresource=status", "--type=merge",
-                                   "-p", '{"status":{"phase":"Done"}}'))
+    assert "patched" in ok(
+        kubectl(
+            "patch",
+            "ct",
+            "first",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            '{"status":{"phase":"Done"}}',
+        )
+    )
     assert kubectl_json(kubectl, "get", "ct", "first")["status"]["phase"] == "Done"
 
     # --- scale subresource: kubectl scale and the official client ---
@@ -291,9 +344,14 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
     scale = objects.get_namespaced_custom_object_scale(GROUP, "v1", "default", "crontabs", "first")
     assert scale["kind"] == "Scale" and scale["apiVersion"] == "autoscaling/v1"
     assert scale["spec"] == {"replicas": 5} and scale["status"] == {"replicas": 3, "selector": "app=cron"}
-    scaled = objects.patch_namespaced_custom_object_scale(GROUP, "v1", "default", "crontabs", "first", {"spec": {"replicas": 2}})
+    scaled = objects.patch_namespaced_custom_object_scale(
+        GROUP, "v1", "default", "crontabs", "first", {"spec": {"replicas": 2}}
+    )
     assert scaled["spec"]["replicas"] == 2
-    assert objects.get_namespaced_custom_object(GROUP, "v1", "default", "crontabs", "first")["spec"]["replicas"] == 2
+    assert (
+        objects.get_namespaced_custom_object(GROUP, "v1", "default", "crontabs", "first")["spec"]["replicas"]
+        == 2
+    )
     result = kubectl("scale", "ct", "first", "--replicas=-3")
     assert result.returncode != 0
 
@@ -311,9 +369,16 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
     beta = kubectl_json(kubectl, "get", f"crontabs.v1beta1.{GROUP}", "first")
     assert beta["apiVersion"] == f"{GROUP}/v1beta1" and beta["spec"]["replicas"] == 2
     through_beta = objects.create_namespaced_custom_object(
-        GROUP, "v1beta1", "default", "crontabs",
-        {"apiVersion": f"{GROUP}/v1beta1", "kind": "CronTab", "metadata": {"name": "from-beta"},
-         "spec": {"cronSpec": "* * * * *", "anything": "goes"}},
+        GROUP,
+        "v1beta1",
+        "default",
+        "crontabs",
+        {
+            "apiVersion": f"{GROUP}/v1beta1",
+            "kind": "CronTab",
+            "metadata": {"name": "from-beta"},
+            "spec": {"cronSpec": "* * * * *", "anything": "goes"},
+        },
     )
     assert through_beta["apiVersion"] == f"{GROUP}/v1beta1" and through_beta["spec"]["anything"] == "goes"
     as_v1 = objects.get_namespaced_custom_object(GROUP, "v1", "default", "crontabs", "from-beta")
@@ -324,10 +389,17 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
     # --- a cluster-scoped kind ---
     extensions.create_custom_resource_definition(CLUSTER_CRD)
     wait_established(extensions, f"clusterwidgets.{GROUP}", within=1.0)
-    widget = {"apiVersion": f"{GROUP}/v1", "kind": "ClusterWidget", "metadata": {"name": "big"}, "spec": {"size": 9}}
+    widget = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "ClusterWidget",
+        "metadata": {"name": "big"},
+        "spec": {"size": 9},
+    }
     made = objects.create_cluster_custom_object(GROUP, "v1", "clusterwidgets", widget)
     assert "namespace" not in made["metadata"]
-    resources = ok(retry_kubectl(kubectl, "api-resources", f"--api-group={GROUP}", "--namespaced=false")).splitlines()
+    resources = ok(
+        retry_kubectl(kubectl, "api-resources", f"--api-group={GROUP}", "--namespaced=false")
+    ).splitlines()
     assert [line.split()[0] for line in resources[1:]] == ["clusterwidgets"]
     out = ok(retry_kubectl(kubectl, "get", "clusterwidgets"))
     assert out.splitlines()[1].split()[0] == "big"
@@ -335,21 +407,82 @@ def test_crd_lifecycle_with_kubectl_and_the_official_client(kubectl, api, tmp_pa
         objects.create_namespaced_custom_object(GROUP, "v1", "default", "clusterwidgets", widget)
     assert error.value.status == 404
 
-    # --- deleting a CRD deletes its objects and stops serving its kind ---
-    assert f'"{CRONTABS}" deleted' in ok(kubectl("delete", "crd", CRONTABS, "--timeout=20s"))
+    # --- deleting a CRD deletes its objects first, honouring their finalizers, then stops serving ---
+    assert (
+        "customresourcecleanup.apiextensions.k8s.io"
+        in kubectl_json(kubectl, "get", "crd", CRONTABS)["metadata"]["finalizers"]
+    )
+    objects.patch_namespaced_custom_object(
+        GROUP, "v1", "default", "crontabs", "first", {"metadata": {"finalizers": ["example.com/hold"]}}
+    )
+    assert f'"{CRONTABS}" deleted' in ok(kubectl("delete", "crd", CRONTABS, "--wait=false"))
+
+    def terminating_with_only_first_left() -> bool:
+        crd = kubectl_json(kubectl, "get", "crd", CRONTABS)
+        conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        names = [
+            item["metadata"]["name"]
+            for item in objects.list_cluster_custom_object(GROUP, "v1", "crontabs")["items"]
+        ]
+        return conditions.get("Terminating") == "True" and names == ["first"]
+
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            objects.list_namespaced_custom_object(GROUP, "v1", "default", "crontabs")
-        except ApiException as gone:
-            assert gone.status == 404
-            break
-        assert time.monotonic() < deadline, "crontabs are still served"
+    while not terminating_with_only_first_left():
+        assert time.monotonic() < deadline, "the CRD's objects were not deleted"
         time.sleep(0.05)
+    held = objects.get_namespaced_custom_object(GROUP, "v1", "default", "crontabs", "first")
+    assert held["metadata"]["deletionTimestamp"]  # served while terminating: its finalizer can still go
+    objects.patch_namespaced_custom_object(
+        GROUP, "v1", "default", "crontabs", "first", {"metadata": {"finalizers": None}}
+    )
+    ok(kubectl("wait", "--for=delete", f"crd/{CRONTABS}", "--timeout=10s"))
+    with pytest.raises(ApiException) as error:
+        objects.list_namespaced_custom_object(GROUP, "v1", "default", "crontabs")
+    assert error.value.status == 404
     assert "crontabs" not in ok(kubectl("api-resources", f"--api-group={GROUP}"))
     # The same CRD created again starts empty: its old objects went with it.
     extensions.create_custom_resource_definition(CRONTAB_CRD)
     wait_established(extensions, CRONTABS, within=1.0)
     assert objects.list_cluster_custom_object(GROUP, "v1", "crontabs")["items"] == []
-    # The cluster-scoped kind is untouched.
+    # The cluster-scoped kind is untouched, and `kubectl delete crd` waits until its objects are gone.
     assert objects.get_cluster_custom_object(GROUP, "v1", "clusterwidgets", "big")["spec"] == {"size": 9}
+    ok(kubectl("delete", "crd", f"clusterwidgets.{GROUP}", "--timeout=20s"))
+    with pytest.raises(ApiException) as error:
+        objects.get_cluster_custom_object(GROUP, "v1", "clusterwidgets", "big")
+    assert error.value.status == 404
+
+
+def test_custom_resources_are_served_again_after_a_restart(tmp_path):
+    from tests.conftest import ServerThread
+
+    from pinnace.apiserver.server import ServerConfig
+
+    settings = {"port": 0, "bind_address": "127.0.0.1", "event_sweep_interval": 3600.0}
+    runner = ServerThread(ServerConfig(data_dir=tmp_path / "server", **settings))
+    server = runner.start()
+    try:
+        api_client = config.new_client_from_config(config_file=str(server.kubeconfig_path))
+        extensions = k8s.ApiextensionsV1Api(api_client)
+        extensions.create_custom_resource_definition(CRONTAB_CRD)
+        wait_established(extensions, CRONTABS, within=1.0)
+        k8s.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            GROUP, "v1", "default", "crontabs", crontab("kept", replicas=2)
+        )
+        api_client.close()
+    finally:
+        runner.stop()
+    runner = ServerThread(ServerConfig(data_dir=tmp_path / "server", **settings))
+    server = runner.start()
+    try:
+        api_client = config.new_client_from_config(config_file=str(server.kubeconfig_path))
+        objects = k8s.CustomObjectsApi(api_client)
+        # Served from the first request on: the server reads its CRDs before it listens.
+        kept = objects.get_namespaced_custom_object(GROUP, "v1", "default", "crontabs", "kept")
+        assert kept["spec"]["replicas"] == 2
+        scale = objects.get_namespaced_custom_object_scale(GROUP, "v1", "default", "crontabs", "kept")
+        assert scale["spec"]["replicas"] == 2
+        resources = objects.get_api_resources(GROUP, "v1")
+        assert "crontabs/scale" in [resource.name for resource in resources.resources]
+        api_client.close()
+    finally:
+        runner.stop()

@@ -364,3 +364,111 @@ async def test_pod_ip_is_released_when_the_pod_is_deleted(client, kubelet):
         await asyncio.sleep(0.1)
     assert kubelet.runtime.ipam.allocated() == {}
     assert not [ns for ns in os.listdir("/var/run/netns") if ns.startswith("pn-") and ns[3:] in kubelet.runtime._sandboxes]
+
+
+async def test_node_pressure_evicts_best_effort_pods(client, tmp_path):
+    config = kubelet_config(tmp_path / "node", eviction_memory_available="1Pi", status_seconds=0.5)
+    pressured = Kubelet(client, config)
+    await pressured.start()
+    try:
+        await create(client, pressured, "besteffort", [container("c", "sleep", "60")])
+        p = await wait_for(client, "besteffort", phase("Failed"), timeout=30)
+        assert p["status"]["reason"] == "Evicted"
+        node = await client.get("v1/nodes", pressured.node_name)
+        memory = next(c for c in node["status"]["conditions"] if c["type"] == "MemoryPressure")
+        assert memory["status"] == "True"
+    finally:
+        await stop_and_clean(pressured)
+
+
+async def test_without_pod_network_pods_share_the_host_network_and_the_node_says_so(client, tmp_path):
+    plain = Kubelet(client, kubelet_config(tmp_path / "node", network=False))
+    await plain.start()
+    try:
+        await create(client, plain, "hostnet", [container("c", "sleep", "60")])
+        p = await wait_for(client, "hostnet", running_ready)
+        assert p["status"]["podIP"] == plain.node_ip
+        for _ in range(50):
+            events = (await client.list("v1/events", namespace="default"))["items"]
+            if any(e.get("reason") == "HostNetworkPods" for e in events):
+                break
+            await asyncio.sleep(0.1)
+        assert any(e.get("reason") == "HostNetworkPods" and "host network" in e["message"] for e in events)
+    finally:
+        await stop_and_clean(plain)
+
+
+async def test_volumes_empty_dir_secret_downward_api_and_projected(client, kubelet, tmp_path):
+    import base64
+
+    await client.create(
+        "v1/secrets",
+        {"metadata": {"name": "creds", "namespace": "default"}, "data": {"user": base64.b64encode(b"admin").decode(), "skip": "eA=="}},
+    )
+    await client.create("v1/configmaps", {"metadata": {"name": "proj", "namespace": "default"}, "data": {"a": "1"}})
+    root = tmp_path / "m"
+    mounts = [
+        {"name": "shared", "mountPath": str(root / "shared")},
+        {"name": "secret", "mountPath": str(root / "secret"), "readOnly": True},
+        {"name": "info", "mountPath": str(root / "info")},
+        {"name": "proj", "mountPath": str(root / "proj")},
+    ]
+    volumes = [
+        {"name": "shared", "emptyDir": {"medium": "Memory"}},
+        {"name": "secret", "secret": {"secretName": "creds", "items": [{"key": "user", "path": "login/user", "mode": 0o400}]}},
+        {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+        {
+            "name": "proj",
+            "projected": {
+                "sources": [
+                    {"configMap": {"name": "proj"}},
+                    {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                ]
+            },
+        },
+    ]
+
+    def path(volume: str, file: str) -> str:
+        # As root the volume is mounted at mountPath; otherwise its directory is named in the environment.
+        if IS_ROOT:
+            return str(root / volume / file)
+        return f"$PINNACE_VOLUME_{volume.upper()}/{file}"
+
+    writer = container("writer", "sh", "-c", f"echo shared-data > {path('shared', 'f')}; sleep 60", volumeMounts=mounts[:1])
+    reader = container(
+        "reader", "sh", "-c",
+        f"sleep 0.5; cat {path('shared', 'f')} {path('secret', 'login/user')}; echo; cat {path('info', 'labels')}; echo; "
+        f"cat {path('proj', 'a')} {path('proj', 'name')}; echo; ls {path('secret', '')}; stat -c %a {path('secret', 'login/user')}; sleep 60",
+        volumeMounts=mounts,
+    )
+    spec = pod("vols", [writer, reader], nodeName=kubelet.node_name, volumes=volumes)
+    spec["metadata"]["labels"] = {"app": "vols"}
+    await client.create("v1/pods", spec)
+    await wait_for(client, "vols", running_ready)
+    for _ in range(40):
+        out = await logs(kubelet, "vols", "reader")
+        if "400" in out:
+            break
+        await asyncio.sleep(0.2)
+    lines = out.splitlines()
+    assert lines[0] == "shared-data"
+    assert lines[1] == "admin"
+    assert lines[2] == 'app="vols"'
+    assert lines[3] == "1vols"
+    assert lines[4] == "login"  # only the listed item
+    assert lines[5] == "400"
+
+
+async def test_startup_probe_gates_readiness_and_post_start_runs(client, kubelet, tmp_path):
+    started = tmp_path / "started"
+    spec = container(
+        "c", "sh", "-c", f"sleep 1; touch {started}; sleep 60",
+        startupProbe={"exec": {"command": ["test", "-e", str(started)]}, "periodSeconds": 1, "failureThreshold": 10},
+        lifecycle={"postStart": {"exec": {"command": ["sh", "-c", f"echo hook > {tmp_path / 'hook'}"]}}},
+    )
+    await create(client, kubelet, "startup", [spec])
+    p = await wait_for(client, "startup", lambda p: phase("Running")(p))
+    assert container_status(p, "c")["started"] is False or condition(p, "Ready") == "True"
+    p = await wait_for(client, "startup", running_ready)
+    assert container_status(p, "c")["started"] is True
+    assert (tmp_path / "hook").read_text().strip() == "hook"

@@ -31,6 +31,7 @@ import orjson
 
 from pinnace.api.kinds import ResourceInfo, SubresourceInfo
 from pinnace.api.schemas import SchemaNode
+from pinnace.api.tables import human_duration
 
 _VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 _TOP_LEVEL = ("apiVersion", "kind", "metadata")
@@ -389,13 +390,39 @@ def json_path(obj: Any, path: str) -> Any:
     return node
 
 
-def row_cells(obj: dict, columns: list[dict]) -> list[Any]:
-    """The Table cells of one object, as kube-apiserver renders them (dates stay RFC 3339; the
-    client shows ages)."""
-    cells = []
-    for column in columns:
-        value = json_path(obj, column["jsonPath"])
+def row_cells(obj: dict, columns: list[dict], now: datetime.datetime | None = None) -> list[Any]:
+    """The Table cells of one object, as kube-apiserver's CRD table convertor renders them.
+
+    kubectl prints cells as they come, so the server does the formatting: `date` columns become
+    ages ("5m"), `integer` and `number` cells are numbers, a value of another type than its column's
+    is empty (`<none>`), and `string` columns print what the JSONPath finds (objects and lists as
+    compact JSON, as Go's JSONPath printer does).
+    """
+    return [_cell(column["type"], json_path(obj, column["jsonPath"]), now) for column in columns]
+
+
+def _cell(column_type: str, value: Any, now: datetime.datetime | None) -> Any:
+    if value is None:
+        return None
+    if column_type == "string":
+        if isinstance(value, str):
+            return value
         if isinstance(value, dict | list):
-            value = orjson.dumps(value).decode()
-        cells.append(value)
-    return cells
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        return orjson.dumps(value).decode()  # numbers and booleans as JSON writes them
+    if column_type == "integer" and isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    if column_type == "number" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if column_type == "boolean" and isinstance(value, bool):
+        return value
+    if column_type == "date" and isinstance(value, str):
+        try:
+            when = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return "<invalid>"
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = ((now or datetime.datetime.now(datetime.UTC)) - when).total_seconds()
+        return human_duration(seconds)
+    return None

@@ -82,6 +82,8 @@ def drop_fields(obj: dict, paths: list[str]) -> None:
     """Remove unknown fields (`fieldValidation` Warn or Ignore keep decoding without them)."""
     for path in paths:
         parts = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+        if not parts:
+            continue  # a field named "" or "." has no path to follow
         cur: Any = obj
         for part in parts[:-1]:
             if part.startswith("["):

@@ -112,7 +112,7 @@ def cluster_roles() -> list[dict]:
     node = [
         _rule(["create", "get", "list", "watch", "patch", "update"], [""], ["nodes", "nodes/status"]),
         _rule(["get", "list", "watch", "create", "delete"], [""], ["pods"]),
-        _rule(["update", "patch"], [""], ["pods/status"]),
+        _rule(["get", "update", "patch"], [""], ["pods/status"]),
         _rule(["create"], [""], ["pods/eviction", "serviceaccounts/token"]),
         _rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
         _rule(["get", "list", "watch"], [""], ["services", "endpoints", "configmaps", "secrets",

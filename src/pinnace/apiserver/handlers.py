@@ -240,10 +240,17 @@ class ResourceHandlers:
         length = request.content_length
         if length is not None and length > MAX_BODY:
             raise RequestEntityTooLarge("Request entity too large: limit is 3145728")
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            raise RequestEntityTooLarge("Request entity too large: limit is 3145728")
-        return body
+        chunks: list[bytes] = []
+        total = 0
+        while True:  # read() returns what has arrived so far; keep reading to the end of the body
+            chunk = await request.content.read(1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > MAX_BODY:
+                raise RequestEntityTooLarge("Request entity too large: limit is 3145728")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def decode_body(self, body: bytes, content_type: str) -> Any:
         media = content_type.split(";", 1)[0].strip().lower() if content_type else JSON
@@ -482,7 +489,9 @@ class ResourceHandlers:
 
         headers: CIMultiDict[str] = CIMultiDict()
         for warning in state.warnings:
-            headers.add("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+            # Control characters (from field names in the body) cannot travel in a header line.
+            text = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in warning)
+            headers.add("Warning", '299 - "' + text.replace('"', '\\"') + '"')
         return headers  # type: ignore[return-value]
 
     async def update(self, request: web.Request, target: Target, output: Output) -> web.StreamResponse:
@@ -655,6 +664,11 @@ class ResourceHandlers:
 
     async def scale(self, request: web.Request, target: Target, output: Output) -> web.StreamResponse:
         info = target.info
+        custom = self.server.custom
+        if custom is not None and custom.is_custom(info):  # at the paths its CRD names
+            from pinnace.apiserver import customscale
+
+            return await customscale.handle(self, request, target, output, custom.crd_of(info) or {})
         kv = await self.registry.get_kv(info, target.namespace, target.name)  # type: ignore[arg-type]
         parent = object_of(kv)
         scale = _scale_of(parent, info)

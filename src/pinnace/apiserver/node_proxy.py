@@ -51,7 +51,8 @@ def kubelet_path(pod: dict, subresource: str, query: dict[str, list[str]]) -> st
     namespace = pod["metadata"].get("namespace", "default")
     name = pod["metadata"]["name"]
     if subresource == "portforward":
-        return f"/portforward/{quote(namespace)}/{quote(name)}"
+        pairs = [(key, value) for key, values in query.items() if key == "ports" for value in values]
+        return f"/portforward/{quote(namespace)}/{quote(name)}" + ("?" + urlencode(pairs) if pairs else "")
     container = (query.get("container") or [""])[0]
     if not container:
         containers = pod["spec"].get("containers") or []
@@ -224,8 +225,32 @@ def kubelet_client_certificate(server) -> tuple[str, str] | tuple[None, None]:
     return str(cert_path), str(key_path)
 
 
+async def kubelet_get(node: dict, path: str, *, client_cert: str | None = None, client_key: str | None = None,
+                      kubelet_ca: str | None = None, timeout: float = 10) -> dict:
+    """GET a JSON document from a node's kubelet API, e.g. "/stats/summary" for metrics.k8s.io."""
+    host, port = kubelet_address({"metadata": {"name": node["metadata"]["name"]}, "status": {}}, node)
+    context = make_ssl(client_cert, client_key, kubelet_ca)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        async with session.get(f"https://{host}:{port}{path}", ssl=context) as response:
+            response.raise_for_status()
+            return await response.json(content_type=None)
+
+
+async def _proxy_node(server, request: web.Request, target) -> web.StreamResponse:
+    """nodes/{name}/proxy/{path}: any kubelet path, e.g. /stats/summary, /pods, /healthz."""
+    node = await server.registry.get(target.info, None, target.name or "")
+    marker = f"/nodes/{target.name}/proxy"
+    path = request.path.split(marker, 1)[1] if marker in request.path else "/"
+    host, port = kubelet_address({"metadata": {"name": target.name}, "status": {}}, node)
+    cert, key = await asyncio.to_thread(kubelet_client_certificate, server)
+    query = ("?" + request.query_string) if request.query_string else ""
+    return await _proxy_plain(request, f"https://{host}:{port}{path or '/'}{query}", make_ssl(cert, key, None))
+
+
 async def handle(server, request: web.Request, target, subresource: str) -> web.StreamResponse:
-    """The API server's entry point: pods/{log,exec,attach,portforward} of `target`."""
+    """The API server's entry point: pods/{log,exec,attach,portforward} and nodes/proxy of `target`."""
+    if target.info.name == "v1/nodes" and subresource == "proxy":
+        return await _proxy_node(server, request, target)
     if target.info.name != "v1/pods" or subresource not in ("log", "exec", "attach", "portforward"):
         return _status(404, "NotFound", f"{target.info.plural}/{subresource} is not served by this server")
     pod = await server.registry.get(target.info, target.namespace, target.name or "")

@@ -23,11 +23,11 @@ import contextlib
 import csv
 import datetime
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from pinnace.apiserver import bootstrap_rbac
@@ -40,11 +40,13 @@ from pinnace.apiserver.authz.rbac import RBAC_GROUP, RESOURCES, Decision, RBACAu
 from pinnace.apiserver.errors import ApiError, BadRequest, Unauthorized
 from pinnace.apiserver.limits import UserLimits, check_depth
 from pinnace.apiserver.serviceaccounts import ServiceAccountTokens, ServiceAccountUser
+from pinnace.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
 STATE = web.RequestKey("security", object)
-_WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+RBAC_PREFIX = "/registry/rbac.authorization.k8s.io/"
+RELIST_INTERVAL = 30.0
 
 
 @dataclass
@@ -99,19 +101,20 @@ class Security:
         self.tokens: ServiceAccountTokens = None  # type: ignore[assignment]
         self.chain: Chain | None = None
         self.audit: AuditLog | None = None
-        self._rbac_written = 0.0  # when a write to an RBAC object last succeeded through this server
-        self._rbac_listed = 0.0  # when the RBAC index was last rebuilt from a list
+        self._buffer: list[tuple[str, bytes | None, int]] | None = None  # RBAC writes seen while re-listing
         self._relist_lock = asyncio.Lock()
+        self._relister: asyncio.Task[None] | None = None
         self._user_key: Any = None
 
     # ---- lifecycle ----
 
     def wrap_store(self, store: Any) -> Any:
-        if not self.config.encryption_provider_config:
-            return store
-        from pinnace.apiserver.encryption import EncryptedStore, load_config
+        """Encryption at rest (when configured) under an observer that feeds RBAC writes to the index."""
+        if self.config.encryption_provider_config:
+            from pinnace.apiserver.encryption import EncryptedStore, load_config
 
-        return EncryptedStore(store, load_config(self.config.encryption_provider_config))
+            store = EncryptedStore(store, load_config(self.config.encryption_provider_config))
+        return ObservedStore(store, RBAC_PREFIX, self._rbac_written)
 
     async def start(self) -> None:
         from pinnace.apiserver.server import USER
@@ -123,59 +126,69 @@ class Security:
         if self.config.audit_policy_file:
             path = self.config.audit_log_path or str(server.data_dir / "audit.log")
             self.audit = await asyncio.to_thread(AuditLog, self.config.audit_policy_file, path)
+        await self.relist()
         await bootstrap_rbac.ensure(server.registry, server.kinds)
-        if self.rbac_enabled:
-            for resource in RESOURCES:
-                info = server.kinds.by_resource(f"{RBAC_GROUP}/v1/{resource}")
-                cache = server.watch_cache(info)
-                cache.add_listener(self._rbac_listener(resource), self._rbac_restarted)
-                await cache.start()
-            await self.relist()
+        if self.rbac_enabled and not str(server.config.store).startswith("sqlite"):
+            # Another API server may write RBAC objects into the same etcd: re-list now and then.
+            self._relister = asyncio.create_task(self._relist_every(RELIST_INTERVAL), name="rbac relist")
         self.chain = default_chain(server, self.config.admission_plugins)
 
     def stop(self) -> None:
+        if self._relister is not None:
+            self._relister.cancel()
+            self._relister = None
         if self.audit is not None:
             self.audit.close()
             self.audit = None
 
     # ---- RBAC index ----
 
-    def _rbac_listener(self, resource: str) -> Any:
-        def on_event(event: Any) -> None:
-            if event.revision > self.rbac.synced_revision:  # a list already covered older ones
-                self.rbac.apply(resource, event.object, event.type == "DELETED")
-
-        return on_event
-
-    def _rbac_restarted(self) -> None:
-        self._rbac_written = time.monotonic()  # the next denial re-reads everything
+    def _rbac_written(self, key: str, value: bytes | None, revision: int) -> None:
+        """Every RBAC write this server makes, as it is acknowledged by the store."""
+        if self._buffer is not None:
+            self._buffer.append((key, value, revision))
+        rest = key[len(RBAC_PREFIX):].split("/")
+        resource, name = rest[0], rest[-1]
+        namespace = rest[1] if len(rest) == 3 else ""
+        if resource not in RESOURCES:
+            return
+        try:
+            obj = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            return
+        self.rbac.apply(resource, namespace, name, obj, revision)
 
     async def relist(self) -> None:
         async with self._relist_lock:
-            started = time.monotonic()
-            store = self.server.store
-            revision = await store.current_revision()
-            objects: dict[str, list[dict]] = {}
-            for resource in RESOURCES:
-                info = self.server.kinds.by_resource(f"{RBAC_GROUP}/v1/{resource}")
-                page = await self.server.registry.list_page(info, None, revision=revision, limit=0, continue_token=None)
-                objects[resource] = page.items
-            self.rbac.reset(objects, revision)
-            self._rbac_listed = started
+            self._buffer = []
+            try:
+                store = self.server.store
+                revision = await store.current_revision()
+                objects: dict[str, list[dict]] = {}
+                for resource in RESOURCES:
+                    info = self.server.kinds.by_resource(f"{RBAC_GROUP}/v1/{resource}")
+                    page = await self.server.registry.list_page(info, None, revision=revision, limit=0,
+                                                                continue_token=None)
+                    objects[resource] = page.items
+                self.rbac.reset(objects)
+                seen, self._buffer = self._buffer, None
+                for key, value, written in seen:
+                    self._rbac_written(key, value, written)
+            finally:
+                self._buffer = None
 
-    async def refresh_if_stale(self) -> None:
-        """Re-read RBAC when a write through this server may not have reached the index yet."""
-        if self.rbac_enabled and self._rbac_written >= self._rbac_listed:
-            await self.relist()
+    async def _relist_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.relist()
+            except (StoreError, ApiError) as error:
+                log.warning("RBAC re-list failed: %s", error)
 
     async def decide(self, user: Any, attrs: Attributes) -> Decision:
         if not self.rbac_enabled:
             return Decision(True, "AlwaysAllow")
-        decision = self.rbac.authorize(user, attrs)
-        if not decision.allowed and self._rbac_written >= self._rbac_listed:
-            await self.relist()
-            decision = self.rbac.authorize(user, attrs)
-        return decision
+        return self.rbac.authorize(user, attrs)
 
     # ---- authentication ----
 
@@ -252,8 +265,6 @@ class Security:
             self.limits.close_watch(watch_key)
             for callback in state.on_done:
                 callback()
-        if attrs is not None and attrs.group == RBAC_GROUP and attrs.verb in _WRITES and response.status < 300:
-            self._rbac_written = time.monotonic()
         if state.warnings and not response.prepared:
             for warning in state.warnings:
                 response.headers.add("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
@@ -335,3 +346,35 @@ async def issue_node_credentials(server: Any, node_name: str, directory: Path) -
         key_path.touch(mode=0o600)
     key_path.write_bytes(key)
     return cert_path, key_path
+
+
+class ObservedStore:
+    """A `Store` that reports every acknowledged write under `prefix` to `written(key, value, revision)`
+    (value None for a delete). Wrapping the store, not watching it, makes the report synchronous with
+    the write: no window where a revoked binding still authorizes."""
+
+    def __init__(self, inner: Any, prefix: str, written: Any) -> None:
+        self.inner = inner
+        self.prefix = prefix
+        self.written = written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create(self, key: str, value: bytes) -> int:
+        revision = await self.inner.create(key, value)
+        if key.startswith(self.prefix):
+            self.written(key, value, revision)
+        return revision
+
+    async def update(self, key: str, value: bytes, expected_revision: int | None) -> int:
+        revision = await self.inner.update(key, value, expected_revision)
+        if key.startswith(self.prefix):
+            self.written(key, value, revision)
+        return revision
+
+    async def delete(self, key: str, expected_revision: int | None = None) -> Any:
+        deleted = await self.inner.delete(key, expected_revision)
+        if key.startswith(self.prefix):
+            self.written(key, None, deleted.mod_revision)
+        return deleted

@@ -36,9 +36,10 @@ from aiohttp import web
 
 from pinnace.api import kinds
 from pinnace.api.kinds import ResourceInfo
-from pinnace.api.meta import now_rfc3339, parse_time
+from pinnace.api.meta import parse_time
 from pinnace.apiserver import certs as certificates
 from pinnace.apiserver.auth import INSECURE, Authenticator
+from pinnace.apiserver.crdcleanup import CustomResourceCleanup
 from pinnace.apiserver.customresources import CustomResources
 from pinnace.apiserver.discovery import AGGREGATED_TYPES, Discovery, aggregated_version, version_info
 from pinnace.apiserver.errors import (
@@ -148,6 +149,7 @@ class ApiServer:
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
             await self._runner.setup()
             await self.custom.start()  # after the app exists: it registers OpenAPI schemas
+            self._tasks.append(asyncio.create_task(CustomResourceCleanup(self).run(), name="crd cleanup"))
             await self._listen(cluster_certs)
             await self._bootstrap_kubernetes_service()
             self.write_kubeconfig()
@@ -366,7 +368,7 @@ class ApiServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         started = time.perf_counter()
-        long_running = request.query.get("watch") in ("true", "1") or request.path.endswith(
+        long_running = request.query.get("watch", "").lower() in ("true", "1") or request.path.endswith(
             ("/log", "/exec", "/attach", "/portforward")
         )
         mutating = request.method in _MUTATING
@@ -514,7 +516,7 @@ class ApiServer:
             return await handlers.binding(request, target, output)
         if name is None:
             if method == "GET":
-                if request.query.get("watch") in ("true", "1"):
+                if request.query.get("watch", "").lower() in ("true", "1"):
                     verb, call = "watch", handlers.watch
                 else:
                     verb, call = "list", handlers.list
@@ -554,6 +556,19 @@ class ApiServer:
             info = self.custom.lookup(group, version, plural)
         return info
 
+    async def cached_objects(self, resource: str, namespace: str | None = None) -> list[dict]:
+        """The objects of `resource` ("v1/limitranges"), in `namespace` if given, from memory.
+
+        Served by the resource's watch cache, like an informer: current to within the last event (a
+        few milliseconds behind a write), no store read per call. For readers on hot paths such as
+        admission plugins. The dicts are shared: never mutate them.
+        """
+        info = self.kinds.by_resource(resource)
+        objects = await self.watch_cache(info).current_objects()
+        if namespace is None or not info.namespaced:
+            return list(objects.values())
+        return [obj for obj in objects.values() if obj["metadata"].get("namespace") == namespace]
+
     def refresh_discovery(self) -> None:
         self.discovery = Discovery(self.kinds, self.custom.infos() if self.custom is not None else [])
 
@@ -571,38 +586,6 @@ class ApiServer:
                 f"{target.info.plural}/{subresource} is not available: this server has no node proxy"
             )
         return await handler(self, request, target, subresource)
-
-    async def token_request(self, request: web.Request, target: Target) -> web.StreamResponse:
-        """serviceaccounts/<name>/token: a bearer token that authenticates as the service account."""
-        raw = await self.handlers.read_body(request)
-        body = self.handlers.decode_body(raw, request.headers.get("Content-Type", "application/json")) if raw.strip() else {}
-        account = await self.registry.get(target.info, target.namespace, target.name or "")
-        spec = dict((body or {}).get("spec") or {})
-        seconds = int(spec.get("expirationSeconds") or 3600)
-        if seconds < 600:
-            from pinnace.apiserver.errors import Invalid, cause
-
-            raise Invalid.fields("TokenRequest", "authentication.k8s.io", target.name or "",
-                                 [cause("spec.expirationSeconds", f"Invalid value: {seconds}: may not specify a duration less than 10 minutes")])
-        token, expires = self.auth.issue_service_account_token(
-            target.namespace or "", target.name or "", account["metadata"].get("uid", ""), seconds
-        )
-        spec["expirationSeconds"] = seconds
-        spec.setdefault("audiences", ["https://kubernetes.default.svc.cluster.local"])
-        spec.setdefault("boundObjectRef", None)
-        result = {
-            "kind": "TokenRequest",
-            "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": target.name, "namespace": target.namespace, "creationTimestamp": now_rfc3339()},
-            "spec": spec,
-            "status": {
-                "token": token,
-                "expirationTimestamp": datetime.datetime.fromtimestamp(expires, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            },
-        }
-        response = web.Response(body=orjson.dumps(result), status=201)
-        response.content_type = "application/json"
-        return response
 
 
 def _bound_port(site: web.TCPSite) -> int:

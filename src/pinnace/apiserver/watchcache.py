@@ -92,13 +92,15 @@ class Subscriber:
         if self.closed:
             return
         self.closed = True
-        # Make room for the end marker so the reader wakes up even when the queue is full.
+        # Make room for the end marker so the reader wakes up even when the queue is full. The newest
+        # events go, never the oldest: the watcher must see a gap-free prefix of the stream, because it
+        # resumes from the last resourceVersion it received.
         while True:
             try:
                 self.queue.put_nowait(None)
                 return
             except asyncio.QueueFull:
-                self.queue.get_nowait()
+                self.queue._queue.pop()  # type: ignore[attr-defined]  # asyncio.Queue keeps a deque
 
 
 class WatchCache:
@@ -116,6 +118,9 @@ class WatchCache:
         self._ready = asyncio.Event()
         self._listeners: list[Callable[[CachedEvent], None]] = []
         self._restart_callbacks: list[Callable[[], None]] = []
+        self.objects: dict[str, dict] | None = None  # filled on first use of current_objects()
+        self._pending: list[CachedEvent] | None = None
+        self._filling: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Begin following the store (once, however many callers race here) and wait until it does."""
@@ -153,6 +158,7 @@ class WatchCache:
             self.events.clear()
             for callback in self._restart_callbacks:
                 callback()
+            self.objects, self._pending, self._filling = None, None, None  # refilled on next use
             await asyncio.sleep(0.1)
             try:
                 self.start_revision = self.revision = await self.store.current_revision()
@@ -177,6 +183,49 @@ class WatchCache:
                 self.subscribers.discard(subscriber)
         for listener in self._listeners:
             listener(cached)
+        if self.objects is not None:
+            self._track(cached)
+
+    # ---- the current objects (for readers that tolerate a few milliseconds of lag) ----
+
+    def _track(self, event: CachedEvent) -> None:
+        if self._pending is not None:
+            self._pending.append(event)  # the initial fill is still reading
+        elif event.type == "DELETED":
+            self.objects.pop(event.key, None)  # type: ignore[union-attr]
+        else:
+            self.objects[event.key] = event.object  # type: ignore[index]
+
+    async def current_objects(self) -> dict[str, dict]:
+        """key -> object for every object under the prefix, kept current from the watch.
+
+        Like an informer's store: as fresh as the last event dispatched, shared (never mutate the
+        objects). The first call fills it from the store at the revision the cache has reached.
+        """
+        await self.start()
+        if self._filling is None:
+            self._filling = asyncio.ensure_future(self._fill())
+        await asyncio.shield(self._filling)
+        return self.objects  # type: ignore[return-value]
+
+    async def _fill(self) -> None:
+        self.objects, self._pending = {}, []
+        revision = self.revision
+        try:
+            result = await self.store.list(self.prefix, revision=revision)
+            while True:
+                for kv in result.items:
+                    self.objects[kv.key] = decode(kv.value, kv.mod_revision)
+                if not result.more or not result.items:
+                    break
+                result = await self.store.list(self.prefix, revision=revision, start_after=result.items[-1].key)
+        except BaseException:
+            self.objects, self._pending, self._filling = None, None, None  # the next caller tries again
+            raise
+        pending, self._pending = self._pending, None
+        for event in pending:
+            if event.revision > revision:
+                self._track(event)
 
     def can_serve(self, after: int) -> bool:
         return after >= self.start_revision

@@ -40,7 +40,7 @@ from pinnace.client.informer import (
     owner_index,
     split_key,
 )
-from pinnace.client.kubeconfig import ClientConfig, KubeconfigError, load_kubeconfig
+from pinnace.client.kubeconfig import ClientConfig, KubeconfigError, load_incluster_config, load_kubeconfig
 from pinnace.client.leaderelection import LeaderElector
 from pinnace.client.ratelimit import (
     BucketRateLimiter,
@@ -95,6 +95,7 @@ __all__ = [
     "error_from_status",
     "field_index",
     "label_index",
+    "load_incluster_config",
     "load_kubeconfig",
     "meta_namespace_key",
     "namespace_index",

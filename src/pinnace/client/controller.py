@@ -17,7 +17,8 @@ error message, or recovery, is logged again.
             self.replicasets = self.informer("apps/v1/replicasets")
             self.replicasets.add_handler(self.enqueue, lambda old, new: self.enqueue(new), self.enqueue)
             self.pods = self.informer("v1/pods")
-            self.pods.add_handler(self.enqueue_owner, ..., ...)
+            owner = lambda pod: self.enqueue_owner(pod, "ReplicaSet")  # noqa: E731
+            self.pods.add_handler(owner, lambda old, new: owner(new), owner)
 
         async def reconcile(self, key: str) -> None: ...
 

@@ -9,6 +9,8 @@ task sends it. Like client-go's recorder (tools/record):
   whose message starts with "(combined from similar events): ", so a flapping object cannot flood the store.
 - Event names are `<object name>.<unix nanoseconds in hex>`, in the object's namespace ("default" for
   cluster-scoped objects such as Nodes).
+- A spam filter per source and object (a token bucket: burst 25, then one event per 5 minutes, as
+  client-go's `EventSourceObjectSpamFilter`) drops the excess of a runaway loop before it costs a request.
 Events are best effort: when the queue is full (the API server is down for long) new events are dropped.
 """
 
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pinnace.client.errors import AlreadyExists, ApiError, NotFound
+from pinnace.client.ratelimit import TokenBucket
 from pinnace.client.rest import Client, ConnectionFailed
 
 log = logging.getLogger("pinnace.client.events")
@@ -66,7 +69,7 @@ class _Recorded:
 
 class EventRecorder:
     def __init__(self, client: Client, component: str, host: str | None = None, *, max_queue: int = 1000,
-                 cache_size: int = 4096) -> None:
+                 cache_size: int = 4096, spam_burst: int = 25, spam_qps: float = 1 / 300) -> None:
         self.client = client
         self.component = component
         self.host = host if host is not None else socket.gethostname()
@@ -79,6 +82,10 @@ class EventRecorder:
         self._recorded: OrderedDict[tuple[Any, ...], _Recorded] = OrderedDict()
         self._similar: OrderedDict[tuple[Any, ...], deque[tuple[float, str]]] = OrderedDict()
         self._closed = False
+        self._failing = False
+        self.spam_burst = spam_burst
+        self.spam_qps = spam_qps
+        self._spam: OrderedDict[tuple[Any, ...], TokenBucket] = OrderedDict()
 
     def event(self, obj: Mapping[str, Any], type: str, reason: str, message: str) -> None:
         """Record an event about `obj` ("Normal" or "Warning"); returns at once."""
@@ -90,6 +97,10 @@ class EventRecorder:
             log.debug("event %s/%s dropped: no running event loop", reason, message)
             return
         ref = object_reference(obj)
+        if not self._allowed(ref):
+            self.dropped += 1
+            log.debug("event %s on %s dropped by the spam filter", reason, ref.get("name"))
+            return
         try:
             self._queue.put_nowait((ref, type, reason, message, rfc3339()))
         except asyncio.QueueFull:
@@ -98,6 +109,17 @@ class EventRecorder:
             return
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._send_loop(), name=f"events {self.component}")
+
+    def _allowed(self, ref: dict[str, Any]) -> bool:
+        key = (ref.get("namespace"), ref.get("kind"), ref.get("name"), ref.get("uid"))
+        bucket = self._spam.get(key)
+        if bucket is None:
+            bucket = self._spam[key] = TokenBucket(self.spam_qps, self.spam_burst)
+            if len(self._spam) > self.cache_size:
+                self._spam.popitem(last=False)
+        else:
+            self._spam.move_to_end(key)
+        return bucket.try_take()
 
     def eventf(self, obj: Mapping[str, Any], type: str, reason: str, fmt: str, *args: Any) -> None:
         self.event(obj, type, reason, fmt % args if args else fmt)
@@ -124,8 +146,12 @@ class EventRecorder:
             item = await self._queue.get()
             try:
                 await self._send(*item)
+                self._failing = False
             except (ApiError, ConnectionFailed) as error:
-                log.warning("could not record event %s on %s: %s", item[2], item[0].get("name"), error)
+                # Once per outage at warning level: an unreachable server must not flood the log too.
+                level = logging.DEBUG if self._failing else logging.WARNING
+                self._failing = True
+                log.log(level, "could not record event %s on %s: %s", item[2], item[0].get("name"), error)
             finally:
                 self._queue.task_done()
 

@@ -140,6 +140,7 @@ class Informer:
         resync_period: float | None = None,
         page_size: int = 500,
         transform: Callable[[Obj], Obj] | None = None,
+        metadata_only: bool = False,
     ) -> None:
         group, version, _ = parse_resource(resource)
         self.client = client
@@ -150,6 +151,9 @@ class Informer:
         self.resync_period = resync_period
         self.page_size = page_size
         self.transform = transform
+        # Cache PartialObjectMetadata (kind, apiVersion, metadata) only: for controllers that need no spec,
+        # such as garbage collection across every resource.
+        self.metadata_only = metadata_only
         self.api_version = f"{group}/{version}" if group else version
         self.stats = InformerStats()
         self.resource_version: str | None = None  # last resourceVersion seen (list, event or bookmark)
@@ -248,7 +252,7 @@ class Informer:
         self._handlers.append(handler)
         if self._items and on_add is not None:
             for obj in list(self._items.values()):
-                if filter is None or filter(obj):
+                if filter is None or self._passes(handler, obj):
                     self._call(on_add, obj, background=True)
         return handler
 
@@ -272,6 +276,15 @@ class Informer:
             return self._await_handler(result)
         return None
 
+    def _passes(self, handler: _Handler, obj: Obj) -> bool:
+        assert handler.filter is not None
+        try:
+            return bool(handler.filter(obj))
+        except Exception:  # user code, like a handler: a bug is logged, the object treated as not passing
+            self.stats.handler_errors += 1
+            log.exception("%s: handler filter %r failed on %s", self.resource, handler.filter, obj.get("metadata"))
+            return False
+
     async def _await_handler(self, awaitable: Awaitable[Any]) -> None:
         try:
             await awaitable
@@ -281,7 +294,7 @@ class Informer:
 
     def _notify_add(self, obj: Obj, pending: list[Awaitable[Any]]) -> None:
         for h in self._handlers:
-            if h.on_add is not None and (h.filter is None or h.filter(obj)):
+            if h.on_add is not None and (h.filter is None or self._passes(h, obj)):
                 result = self._call(h.on_add, obj)
                 if result is not None:
                     pending.append(result)
@@ -293,7 +306,7 @@ class Informer:
                 if h.on_update is not None:
                     result = self._call(h.on_update, old, new)
             else:
-                was, now = h.filter(old), h.filter(new)
+                was, now = self._passes(h, old), self._passes(h, new)
                 if was and now:
                     if h.on_update is not None:
                         result = self._call(h.on_update, old, new)
@@ -307,7 +320,7 @@ class Informer:
 
     def _notify_delete(self, obj: Obj, pending: list[Awaitable[Any]]) -> None:
         for h in self._handlers:
-            if h.on_delete is not None and (h.filter is None or h.filter(obj)):
+            if h.on_delete is not None and (h.filter is None or self._passes(h, obj)):
                 result = self._call(h.on_delete, obj)
                 if result is not None:
                     pending.append(result)
@@ -317,7 +330,7 @@ class Informer:
     def _index_values(self, func: IndexFunc, obj: Obj) -> Iterable[str]:
         try:
             return func(obj)
-        except (KeyError, TypeError, AttributeError, IndexError, ValueError):
+        except Exception:  # user code, like a handler: log it and leave the object out of this index
             log.exception("%s: index function %r failed on %s", self.resource, func, meta_namespace_key(obj))
             return ()
 
@@ -325,7 +338,7 @@ class Informer:
         for name, func in self._indexers.items():
             old_values = self._index_values(func, old) if old is not None else ()
             new_values = self._index_values(func, new) if new is not None else ()
-            if old_values == new_values:
+            if old_values and old_values == new_values:
                 continue
             index = self._indices[name]
             for value in old_values:
@@ -341,9 +354,17 @@ class Informer:
                 else:
                     keys.add(key)
 
+    def _transformed(self, obj: Obj) -> Obj:
+        assert self.transform is not None
+        try:
+            return self.transform(obj)
+        except Exception:  # user code: keep the object as the server sent it
+            log.exception("%s: transform %r failed", self.resource, self.transform)
+            return obj
+
     def _upsert(self, obj: Obj, pending: list[Awaitable[Any]]) -> None:
         if self.transform is not None:
-            obj = self.transform(obj)
+            obj = self._transformed(obj)
         key = meta_namespace_key(obj)
         old = self._items.get(key)
         if old is not None:
@@ -359,7 +380,7 @@ class Informer:
 
     def _remove(self, obj: Obj, pending: list[Awaitable[Any]]) -> None:
         if self.transform is not None:
-            obj = self.transform(obj)
+            obj = self._transformed(obj)
         key = meta_namespace_key(obj)
         old = self._items.get(key)
         if old is None:
@@ -376,7 +397,7 @@ class Informer:
         fresh: dict[str, Obj] = {}
         for obj in items:
             if self.transform is not None:
-                obj = self.transform(obj)
+                obj = self._transformed(obj)
             fresh[meta_namespace_key(obj)] = obj
         for key in [k for k in self._items if k not in fresh]:
             old = self._items.pop(key)
@@ -454,6 +475,13 @@ class Informer:
                     delay = max(delay, error.retry_after_seconds)
                 self._report(error, delay)
                 await asyncio.sleep(delay)
+            except Exception:
+                # Anything else is a bug (here, or an object the server should never have sent). An informer
+                # that silently died would leave its controllers blind; log it, re-list to be consistent.
+                failures += 1
+                log.exception("%s: informer failed unexpectedly; re-listing", self.resource)
+                need_list = True
+                await asyncio.sleep(jittered_backoff(failures, self.backoff_base, self.backoff_cap))
 
     def _report(self, error: Exception, delay: float) -> None:
         # Log a failure once while it lasts, not on every retry.
@@ -476,14 +504,16 @@ class Informer:
         while True:
             try:
                 page = await self.client.list(self.resource, self.namespace, self.label_selector, self.field_selector,
-                                              limit=self.page_size, continue_token=token)
+                                              limit=self.page_size, continue_token=token,
+                                              metadata_only=self.metadata_only)
             except Expired:
                 if token is None:
                     raise
                 # The snapshot behind the continue token was compacted: start over in one piece.
                 log.info("%s: list continue token expired; listing without pages", self.resource)
                 items, token = [], None
-                page = await self.client.list(self.resource, self.namespace, self.label_selector, self.field_selector)
+                page = await self.client.list(self.resource, self.namespace, self.label_selector, self.field_selector,
+                                              metadata_only=self.metadata_only)
             items.extend(page.get("items") or ())
             kind = page.get("kind") or kind
             token = (page.get("metadata") or {}).get("continue")
@@ -494,10 +524,11 @@ class Informer:
         if kind and kind.endswith("List"):
             self._kind = kind[: -len("List")]
         if self._kind:
+            api_version = "meta.k8s.io/v1" if self._kind == "PartialObjectMetadata" else self.api_version
             for obj in items:
                 if "kind" not in obj:
                     obj["kind"] = self._kind
-                    obj["apiVersion"] = self.api_version
+                    obj["apiVersion"] = api_version
         rv = (page.get("metadata") or {}).get("resourceVersion")
         pending: list[Awaitable[Any]] = []
         self._replace(items, pending)
@@ -509,35 +540,36 @@ class Informer:
     async def _watch(self) -> int:
         """Watch from the last resourceVersion until the stream ends; return the number of events."""
         low, high = self.watch_timeout
-        stream = self.client.watch(self.resource, self.namespace, resource_version=self.resource_version,
-                                   label_selector=self.label_selector, field_selector=self.field_selector,
-                                   timeout_seconds=random.randint(low, high), allow_bookmarks=True,
-                                   read_timeout=self.watch_read_timeout)
+        stream = self.client.watch_batches(self.resource, self.namespace, resource_version=self.resource_version,
+                                           label_selector=self.label_selector, field_selector=self.field_selector,
+                                           timeout_seconds=random.randint(low, high), allow_bookmarks=True,
+                                           read_timeout=self.watch_read_timeout, metadata_only=self.metadata_only)
         self.stats.watches += 1
         count = 0
         pending: list[Awaitable[Any]] = []
-        upsert, remove = self._upsert, self._remove
+        upsert, remove, stats = self._upsert, self._remove, self.stats
         async with contextlib.aclosing(stream):
-            async for event_type, obj in stream:
-                count += 1
-                if event_type == "BOOKMARK":
-                    self.stats.bookmarks += 1
-                elif event_type == "ADDED" or event_type == "MODIFIED":
-                    self.stats.events += 1
-                    upsert(obj, pending)
-                elif event_type == "DELETED":
-                    self.stats.events += 1
-                    remove(obj, pending)
-                else:
-                    log.warning("%s: unknown watch event type %r", self.resource, event_type)
-                    continue
-                rv = obj["metadata"].get("resourceVersion")
-                if rv:
-                    self.resource_version = rv
-                if pending:
-                    for awaitable in pending:
-                        await awaitable
-                    pending.clear()
+            async for batch in stream:
+                for event_type, obj in batch:
+                    count += 1
+                    if event_type == "ADDED" or event_type == "MODIFIED":
+                        stats.events += 1
+                        upsert(obj, pending)
+                    elif event_type == "DELETED":
+                        stats.events += 1
+                        remove(obj, pending)
+                    elif event_type == "BOOKMARK":
+                        stats.bookmarks += 1
+                    else:
+                        log.warning("%s: unknown watch event type %r", self.resource, event_type)
+                        continue
+                    rv = obj["metadata"].get("resourceVersion")
+                    if rv:
+                        self.resource_version = rv
+                    if pending:
+                        for awaitable in pending:
+                            await awaitable
+                        pending.clear()
         return count
 
     async def _resync_loop(self) -> None:
@@ -567,7 +599,7 @@ def _selector_key(selector: str | Mapping[str, str] | None) -> str | None:
 
 
 class InformerFactory:
-    """Shares informers: one per (resource, namespace, label selector, field selector).
+    """Shares informers: one per (resource, namespace, label selector, field selector, metadata only).
 
     Informers asked for before `start()` start with it; those asked for afterwards start at once.
     """
@@ -578,7 +610,7 @@ class InformerFactory:
         self.resync_period = resync_period
         self.namespace = namespace
         self.transform = transform
-        self._informers: dict[tuple[str, str | None, str | None, str | None], Informer] = {}
+        self._informers: dict[tuple[str, str | None, str | None, str | None, bool], Informer] = {}
         self._started = False
 
     def informer(
@@ -590,16 +622,17 @@ class InformerFactory:
         *,
         resync_period: float | None = None,
         transform: Callable[[Obj], Obj] | None = None,
+        metadata_only: bool = False,
     ) -> Informer:
         namespace = namespace or self.namespace
         label_key = _selector_key(label_selector)
         field_key = _selector_key(field_selector)
-        key = (resource, namespace or None, label_key, field_key)
+        key = (resource, namespace or None, label_key, field_key, metadata_only)
         informer = self._informers.get(key)
         if informer is None:
             informer = Informer(self.client, resource, namespace, label_key, field_key,
                                 resync_period=resync_period if resync_period is not None else self.resync_period,
-                                transform=transform or self.transform)
+                                transform=transform or self.transform, metadata_only=metadata_only)
             self._informers[key] = informer
             if self._started:
                 informer.start_soon()

@@ -177,3 +177,31 @@ def load_kubeconfig(path: str | os.PathLike[str] | list[str | os.PathLike[str]] 
         namespace=ctx.get("namespace") or "default",
         tls_server_name=cluster.get("tls-server-name"),
     )
+
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def load_incluster_config(directory: str | os.PathLike[str] | None = None,
+                          environ: dict[str, str] | None = None) -> ClientConfig:
+    """The configuration of a pod: `KUBERNETES_SERVICE_HOST`/`_PORT` and the mounted service account."""
+    env = os.environ if environ is None else environ
+    folder = Path(directory) if directory is not None else SERVICE_ACCOUNT_DIR
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        raise KubeconfigError("not running in a pod: KUBERNETES_SERVICE_HOST/PORT are not set")
+    token_file = folder / "token"
+    if not token_file.exists():
+        raise KubeconfigError(f"no service account token at {token_file}")
+    namespace_file = folder / "namespace"
+    ca_file = folder / "ca.crt"
+    return ClientConfig(
+        server=f"https://{_host_for_url(host)}:{port}",
+        token=token_file.read_text().strip(),
+        ca_file=str(ca_file) if ca_file.exists() else None,
+        namespace=namespace_file.read_text().strip() if namespace_file.exists() else "default",
+    )
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -56,7 +56,6 @@ class WorkQueue:
         self._added_at: dict[Hashable, float] = {}
         self._started_at: dict[Hashable, float] = {}
         self._shutting_down = False
-        self._drain = False
         # Futures of get() calls waiting for a key, and of shutdown_with_drain() waiting for idleness.
         self._getters: deque[asyncio.Future[None]] = deque()
         self._idle_waiters: deque[asyncio.Future[None]] = deque()

@@ -130,6 +130,13 @@ class PodWorker:
                 await self.task
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.done.is_set() and self.kubelet.workers.get(self.key) is self:
+                del self.kubelet.workers[self.key]
+
+    async def _run(self) -> None:
         await self.adopt()
         while not self.done.is_set():
             self.wake.clear()
@@ -275,6 +282,15 @@ class PodWorker:
             track = self.track(spec["name"], False)
             status = statuses.get(track.container_id or "")
             if status is None:
+                await self.start_container(pod, track, spec)
+                continue
+            if status.state == ContainerState.RUNNING and status.image != spec.get("image", "") and not track.liveness_failed:
+                # The only mutable container field: like the kubelet, restart the container on the new image.
+                self.kubelet.recorder.event(
+                    pod, "Normal", "Killing", f"Container {spec['name']} definition changed, will be restarted"
+                )
+                await self.kill_container(pod, track, spec, self.grace_period(pod))
+                track.backoff = 0.0
                 await self.start_container(pod, track, spec)
                 continue
             if status.state == ContainerState.RUNNING and track.liveness_failed:

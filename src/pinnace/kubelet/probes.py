@@ -107,7 +107,9 @@ class Prober:
         host: Callable[[], str],
         exec_: Exec,
         on_change: Callable[[str, bool, str], None],
+        time_scale: float = 1.0,  # tests shrink the seconds of the probe's timing fields
     ) -> None:
+        self.time_scale = time_scale
         self.kind = kind
         self.probe = probe
         self.container = container
@@ -122,7 +124,7 @@ class Prober:
         timeout = max(int(probe.get("timeoutSeconds", 1)), 1)
         success_threshold = max(int(probe.get("successThreshold", 1)), 1)
         failure_threshold = max(int(probe.get("failureThreshold", 3)), 1)
-        await asyncio.sleep(int(probe.get("initialDelaySeconds", 0)))
+        await asyncio.sleep(int(probe.get("initialDelaySeconds", 0)) * self.time_scale)
         successes = failures = 0
         while True:
             ok, message = await run_handler(probe, self.container, self.host(), self.exec, timeout)
@@ -138,4 +140,4 @@ class Prober:
                     self.on_change(self.kind, False, message)
                 elif self.result is None and self.kind == "readiness":
                     pass
-            await asyncio.sleep(period)
+            await asyncio.sleep(period * self.time_scale)

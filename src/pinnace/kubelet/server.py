@@ -24,6 +24,7 @@ import logging
 import os
 import platform
 import ssl
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,20 @@ def ensure_certificate(directory: Path, host: str) -> tuple[str, str]:
     )
     os.chmod(key_path, 0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(cert_path), str(key_path)
+
+
+async def make_certificate(directory: Path, host: str) -> tuple[str, str]:
+    """ensure_certificate in a short-lived child process: the cryptography package would otherwise
+    stay in the kubelet's memory (about 10 MB) for one certificate made once."""
+    cert_path, key_path = directory / "kubelet.crt", directory / "kubelet.key"
+    if not (cert_path.exists() and key_path.exists()):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; from pinnace.kubelet.server import ensure_certificate; "
+            "ensure_certificate(__import__('pathlib').Path(sys.argv[1]), sys.argv[2])", str(directory), host,
+        )
+        if await process.wait() != 0:
+            raise RuntimeError("making the kubelet's serving certificate failed")
     return str(cert_path), str(key_path)
 
 
@@ -336,8 +351,9 @@ async def start_servers(kubelet: Kubelet) -> list[web.AppRunner]:
         await runner.setup()
         cert, key = config.tls_cert_file, config.tls_key_file
         if not cert or not key:
-            cert, key = await asyncio.to_thread(ensure_certificate, kubelet.data_dir / "pki", kubelet.node_ip)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            cert, key = await make_certificate(kubelet.data_dir / "pki", kubelet.node_ip)
+        # A bare server context: the system CA bundle is not needed to serve, and costs memory.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         if config.client_ca_file:
             context.load_verify_locations(config.client_ca_file)

@@ -52,6 +52,17 @@ def error_status(message: str) -> dict:
     return {"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500}
 
 
+def resize(process: Any, payload: bytes) -> None:
+    """A terminal size message: {"Width": w, "Height": h}."""
+    if not hasattr(process, "resize") or not payload.strip():
+        return
+    try:
+        size = orjson.loads(payload)
+        process.resize(int(size.get("Width", 0)), int(size.get("Height", 0)))
+    except (orjson.JSONDecodeError, ValueError, AttributeError):
+        return
+
+
 def is_websocket(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
@@ -150,6 +161,8 @@ async def _exec_websocket(request: web.Request, runtime, container_id: str, comm
                     await process.stdin.drain()
             elif channel == CLOSE and payload[:1] == bytes([STDIN]) and process.stdin is not None:
                 process.stdin.close()
+            elif channel == RESIZE:
+                resize(process, payload)
         if process.stdin is not None:
             process.stdin.close()
 
@@ -248,7 +261,17 @@ async def _exec_spdy(request: web.Request, runtime, container_id: str, command: 
                         await process.stdin.drain()
                 process.stdin.close()
 
+            async def watch_resize() -> None:
+                stream = streams.get("resize")
+                buffer = b""
+                while stream is not None and (chunk := await stream.read()) is not None:
+                    buffer += chunk
+                    while b"\n" in buffer or buffer.rstrip().endswith(b"}"):
+                        line, _, buffer = buffer.partition(b"\n") if b"\n" in buffer else (buffer, b"", b"")
+                        resize(process, line)
+
             feeder = asyncio.create_task(feed_stdin())
+            resizer = asyncio.create_task(watch_resize())
             outputs = []
             for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr)):
                 stream = streams.get(name)
@@ -259,6 +282,7 @@ async def _exec_spdy(request: web.Request, runtime, container_id: str, command: 
             await asyncio.gather(*outputs)
             code = await process.wait()
             feeder.cancel()
+            resizer.cancel()
             for name in ("stdout", "stderr"):
                 if name in streams:
                     await streams[name].close()
@@ -358,7 +382,7 @@ async def serve_port_forward(request: web.Request, runtime: Any, sandbox_id: str
     if is_websocket(request):
         protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         if PORT_FORWARD_WS not in protocols:
-            return web.Response(status=400, text="port-forward over WebSocket needs subprotocol " + PORT_FORWARD_WS)
+            return await _port_forward_channels(request, runtime, sandbox_id)
         ws = web.WebSocketResponse(protocols=(PORT_FORWARD_WS,), max_msg_size=0)
         await ws.prepare(request)
 
@@ -422,3 +446,59 @@ async def _forward(runtime: Any, sandbox_id: str, stream: SpdyStream, error_stre
             await asyncio.wait_for(sender, 1)
         sender.cancel()
         writer.close()
+
+
+async def _port_forward_channels(request: web.Request, runtime: Any, sandbox_id: str) -> web.StreamResponse:
+    """The WebSocket channel flavour of port-forward (the official client libraries): `?ports=a,b`; for
+    the i-th port, channel 2i carries data and 2i+1 errors, and each channel's first server message is
+    the port as two little-endian bytes."""
+    ports = [int(p) for value in request.query.getall("ports", []) for p in value.split(",") if p.strip()]
+    if not ports:
+        return web.Response(status=400, text="query parameter ports is required")
+    ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io", "portforward.k8s.io", "channel.k8s.io"), max_msg_size=0)
+    await ws.prepare(request)
+    lock = asyncio.Lock()
+
+    async def send(channel: int, data: bytes) -> None:
+        async with lock:
+            if not ws.closed:
+                await ws.send_bytes(bytes([channel]) + data)
+
+    writers: dict[int, asyncio.StreamWriter] = {}
+    pumps = []
+    for index, port in enumerate(ports):
+        await send(2 * index, port.to_bytes(2, "little"))
+        await send(2 * index + 1, port.to_bytes(2, "little"))
+        try:
+            reader, writer = await runtime.port_forward(sandbox_id, port)
+        except (OSError, RuntimeFailure) as error:
+            await send(2 * index + 1, f"error forwarding port {port} to pod: {error}".encode())
+            continue
+        writers[2 * index] = writer
+
+        async def pump(reader=reader, channel=2 * index) -> None:
+            while chunk := await reader.read(32768):
+                await send(channel, chunk)
+
+        pumps.append(asyncio.create_task(pump()))
+
+    async def close_when_drained() -> None:
+        # The pod closed every connection: end the session, as the kubelet does.
+        await asyncio.gather(*pumps, return_exceptions=True)
+        await ws.close()
+
+    closer = asyncio.create_task(close_when_drained())
+    try:
+        async for message in ws:
+            if message.type == WSMsgType.BINARY and message.data:
+                writer = writers.get(message.data[0])
+                if writer is not None:
+                    writer.write(message.data[1:])
+                    await writer.drain()
+    finally:
+        closer.cancel()
+        for task in pumps:
+            task.cancel()
+        for writer in writers.values():
+            writer.close()
+    return ws

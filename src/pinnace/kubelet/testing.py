@@ -49,9 +49,9 @@ def kubelet_config(data_dir, **overrides) -> KubeletConfig:
 async def stop_and_clean(kubelet: Kubelet, kill_pods: bool = True) -> None:
     """Stop the kubelet and remove everything it made: processes, namespaces, bridge, cgroups."""
     runtime = kubelet.runtime
-    await kubelet.stop(close_runtime=not kill_pods)
+    await kubelet.stop(remove_pods=kill_pods)
     if kill_pods:
-        await remove_everything(runtime)
+        await remove_everything(runtime)  # whatever a half-finished start left behind
 
 
 async def remove_everything(runtime) -> None:

@@ -44,6 +44,7 @@ from pinnace.scheduler.registry import DEFAULT_PLUGINS, DEFAULT_WEIGHTS, REGISTR
 
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
 MIN_FEASIBLE_NODES_TO_FIND = 100
+NO_NODES_AVAILABLE = "no nodes available to schedule pods"
 MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND = 5
 
 EXTENSION_POINTS = ("preFilter", "filter", "postFilter", "preScore", "score", "reserve", "permit", "bind")
@@ -187,6 +188,8 @@ class FitError(Exception):
         return plugins
 
     def message(self) -> str:
+        if self.num_all_nodes == 0:
+            return NO_NODES_AVAILABLE
         return fit_error_message(self.num_all_nodes, self.statuses, self.pre_filter_status,
                                  self.post_filter_message)
 
@@ -417,12 +420,12 @@ class Framework:
         else:
             candidates = all_nodes
         feasible, statuses = self.find_feasible(state, pod, candidates)
-        if allowed is not None:
-            # Nodes the PreFilter ruled out are reported with the reason of the plugin that did.
-            for node in all_nodes:
-                if node.name not in allowed:
-                    statuses[node.name] = _not_allowed_status(self, pod, node, state)
         if not feasible:
+            if allowed is not None:
+                # Nodes the PreFilter ruled out are reported with the reason a filter gives for them.
+                for node in all_nodes:
+                    if node.name not in allowed:
+                        statuses[node.name] = _not_allowed_status(self, pod, node, state)
             raise FitError(pod, len(all_nodes), statuses)
         if len(feasible) == 1:
             return ScheduleResult(feasible[0].name, len(statuses) + 1, 1, state)

@@ -184,6 +184,9 @@ class SchedulingQueue:
             return qpi
         return None
 
+    def in_flight(self, uid: str) -> bool:
+        return uid in self._in_flight
+
     def done(self, uid: str) -> None:
         """The pod's cycle ended with success (it is bound or being bound)."""
         self._in_flight.pop(uid, None)

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "default-scheduler"
 OPTIONAL_SYNC_TIMEOUT = 5.0
+PENDING_SWEEP_INTERVAL = 60.0
 
 
 def _now() -> str:
@@ -48,6 +49,11 @@ def _now() -> str:
 def _uid(pod: Mapping) -> str:
     meta = pod.get("metadata") or {}
     return meta.get("uid") or f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+def _key(pod: Mapping) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
 def _assigned(pod: Mapping) -> bool:
@@ -193,7 +199,7 @@ class Scheduler:
                     await optional.wait_synced(timeout=OPTIONAL_SYNC_TIMEOUT)
             await self._nodes.wait_synced()
             await self._pods.wait_synced()
-            flusher = asyncio.get_running_loop().create_task(self.queue.run_flushers(), name="scheduler queue")
+            flusher = asyncio.get_running_loop().create_task(self._periodic(), name="scheduler queue")
             self.ready.set()
             await self._scheduling_loop()
         finally:
@@ -206,6 +212,40 @@ class Scheduler:
             await asyncio.gather(flusher or asyncio.sleep(0), *self._background, return_exceptions=True)
             self._background.clear()
             await factory.stop()
+
+    async def _periodic(self) -> None:
+        """The queue's timed moves, and now and then a sweep for pending pods nothing holds."""
+        flushers = asyncio.ensure_future(self.queue.run_flushers())
+        try:
+            while True:
+                await asyncio.sleep(PENDING_SWEEP_INTERVAL)
+                self.requeue_orphans()
+        finally:
+            flushers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flushers
+
+    def requeue_orphans(self) -> int:
+        """Queue pending pods of our profiles that are neither queued, in flight nor assumed.
+
+        Every path is meant to keep a pending pod somewhere; this sweep is the safety net should an
+        event ever be missed, so a pod cannot stay Pending forever without an explanation.
+        """
+        if self._pods is None:
+            return 0
+        found = 0
+        for pod in self._pods.list():
+            if _assigned(pod) or _finished(pod) or not self._responsible(pod):
+                continue
+            if (pod.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            uid = _uid(pod)
+            if uid in self.queue or self.queue.in_flight(uid) or self.cache.get_pod(uid) is not None:
+                continue
+            log.warning("pending pod %s was not queued; queueing it", _key(pod))
+            self.queue.add(self._pod_info(pod))
+            found += 1
+        return found
 
     def _reset(self) -> None:
         # Leadership may be lost and regained: start from a clean cache and queue each time.
@@ -324,6 +364,7 @@ class Scheduler:
                 released = not self.schedule_one(qpi)
             except Exception:
                 log.exception("scheduling %s failed", qpi.pod_info.key)
+                self.cache.forget_pod(qpi.pod_info)  # in case it failed after assuming
                 self.queue.add_unschedulable(qpi, self.queue.scheduling_cycle, error=True)
             finally:
                 if released:
@@ -393,6 +434,11 @@ class Scheduler:
                     status = error(f"binding rejected: {conflict}")
                 except (ApiError, OSError) as failure:
                     status = error(f"binding rejected: {failure}")
+                except Exception as failure:
+                    # A bug in a Bind plugin must not leave the pod assumed and forgotten: log it
+                    # with context and retry the pod after back-off.
+                    log.exception("binding %s to %s failed", pi.key, node_name)
+                    status = error(f"binding failed: {failure}")
             if status is None:
                 self.cache.finish_binding(pi)
                 self.queue.done(pi.uid)

@@ -281,3 +281,21 @@ async def test_informer_requested_after_factory_start_starts_at_once(fake_client
     pods = factory.informer("v1/pods")
     await factory.wait_synced(5)
     assert pods.running and pods.get("default/late") is not None
+
+
+async def test_broken_filter_index_and_transform_do_not_stop_the_informer(fake_client: Client, factory):
+    def broken(obj):
+        raise ZeroDivisionError("user bug")
+
+    pods = factory.informer("v1/pods", transform=broken)
+    pods.add_index("broken", broken)
+    good = Recorder()
+    pods.add_handler(on_add=lambda obj: None, filter=broken)
+    pods.add_handler(**good.handlers())
+    await factory.start()
+    await factory.wait_synced(5)
+    await fake_client.create("v1/pods", pod("a"))
+    await fake_client.create("v1/pods", pod("b"))
+    await until(lambda: good.events == [("add", "a"), ("add", "b")])
+    assert pods.running
+    assert pods.index_values("broken") == []

@@ -6,7 +6,7 @@ import ssl
 import pytest
 import yaml
 
-from pinnace.client import Client, KubeconfigError, load_kubeconfig
+from pinnace.client import Client, KubeconfigError, load_incluster_config, load_kubeconfig
 
 
 def b64(data: bytes) -> str:
@@ -121,3 +121,16 @@ async def test_client_from_kubeconfig(tmp_path):
         assert client.config.token == "tok"
     finally:
         await client.close()
+
+
+def test_in_cluster_config(tmp_path):
+    (tmp_path / "token").write_text("sa-token\n")
+    (tmp_path / "namespace").write_text("apps")
+    (tmp_path / "ca.crt").write_text("CA")
+    env = {"KUBERNETES_SERVICE_HOST": "10.43.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    config = load_incluster_config(tmp_path, env)
+    assert config.server == "https://10.43.0.1:443"
+    assert config.token == "sa-token" and config.namespace == "apps"
+    assert config.ca_file == str(tmp_path / "ca.crt")
+    with pytest.raises(KubeconfigError):
+        load_incluster_config(tmp_path, {})

@@ -178,3 +178,32 @@ async def test_controller_reconciles_keys_and_retries_failures(fake_client: Clie
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await factory.stop()
+
+
+async def test_spam_filter_drops_a_runaway_loop(fake_api: FakeApiServer, fake_client: Client):
+    recorder = EventRecorder(fake_client, component="c", spam_burst=5)
+    target = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "default", "uid": "u"}}
+    for _ in range(20):
+        recorder.event(target, "Warning", "BackOff", "restarting")
+    await recorder.flush()
+    [event] = [o for k, o in fake_api.objects.items() if k[0] == "v1/events"]
+    assert event["count"] == 5
+    assert recorder.dropped == 15
+    await recorder.close()
+
+
+async def test_controller_enqueue_helpers(fake_client: Client):
+    controller = EchoController(fake_client, InformerFactory(fake_client))
+    child = pod("child")
+    child["metadata"]["ownerReferences"] = [
+        {"kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": True},
+        {"kind": "Deployment", "name": "d", "uid": "u2"},
+    ]
+    controller.enqueue_owner(child, "ReplicaSet")
+    controller.enqueue_owner(child, "Deployment")  # not the controller: ignored
+    controller.enqueue(child)
+    controller.enqueue("default/child")  # deduplicated
+    assert controller.queue.queued() == ["default/rs", "default/child"]
+    controller.enqueue_after("default/later", 0.01)
+    await until(lambda: "default/later" in controller.queue.queued())
+    controller.queue.shutdown()

@@ -193,3 +193,49 @@ async def test_server_warnings_are_logged_once(fake_api: FakeApiServer, fake_cli
                                            headers={"Warning": '299 - "v1 Foo is deprecated"'}))
         await fake_client.list("v1/pods")
     assert caplog.text.count("v1 Foo is deprecated") == 1
+
+
+async def test_discovery_is_refreshed_for_a_resource_it_did_not_know(fake_client: Client, monkeypatch):
+    from . import fake_apiserver
+
+    assert await fake_client.is_namespaced("v1/pods") is True
+    assert await fake_client.is_namespaced("v1/widgets") is None
+    # A new resource appears (as a CRD would); the next look after the refresh interval finds it.
+    monkeypatch.setitem(fake_apiserver.RESOURCES, "v1", {**fake_apiserver.RESOURCES["v1"], "widgets": ("Widget", False)})
+    fake_client._refreshed.clear()
+    assert await fake_client.is_namespaced("v1/widgets") is False
+
+
+class ChunkedResponse:
+    """Just enough of aiohttp's response for the watch stream parser."""
+
+    def __init__(self, chunks):
+        self.content = self
+        self.chunks = chunks
+
+    async def iter_any(self):
+        for chunk in self.chunks:
+            yield chunk
+
+
+async def test_watch_stream_split_anywhere_and_error_after_events():
+    from pinnace.client.rest import _watch_batches
+
+    stream = (b'{"type":"ADDED","object":{"metadata":{"name":"a"}}}\n'
+              b'{"type":"MODIFIED","object":{"metadata":{"name":"a"}}}\n'
+              b'{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"old"}}\n')
+    chunks = [stream[i:i + 7] for i in range(0, len(stream), 7)]  # lines cut at arbitrary places
+    seen = []
+    with pytest.raises(Expired):
+        async for batch in _watch_batches(ChunkedResponse(chunks)):
+            seen.extend(event_type for event_type, _ in batch)
+    assert seen == ["ADDED", "MODIFIED"]  # events before the error are delivered first
+    # One chunk holding events and the error: still delivered in order, then raised.
+    seen.clear()
+    with pytest.raises(Expired):
+        async for batch in _watch_batches(ChunkedResponse([stream])):
+            seen.extend(event_type for event_type, _ in batch)
+    assert seen == ["ADDED", "MODIFIED"]
+    # A last line without its newline is still an event.
+    batches = [b async for b in _watch_batches(ChunkedResponse([stream.split(b"\n")[0]]))]
+    assert [[t for t, _ in b] for b in batches] == [["ADDED"]]

@@ -51,7 +51,7 @@ def test_message_with_post_filter_and_prefilter():
 
 
 def test_no_nodes():
-    assert fit_message([], pod()) == "0/0 nodes are available:"
+    assert fit_message([], pod()) == "no nodes available to schedule pods"
 
 
 def test_cordoned_and_selector_reasons():

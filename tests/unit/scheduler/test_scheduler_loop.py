@@ -201,3 +201,13 @@ async def test_permit_wait_then_allow():
         assert client.bindings == [("gated", "n1")]
     finally:
         del REGISTRY["Gate"]
+
+
+async def test_sweep_requeues_a_pending_pod_nothing_holds():
+    s, client = make_scheduler([node("n1")])
+    p = pod("lost")
+    s._pods.items["default/lost"] = p  # known to the informer, but its add never reached the queue
+    assert s.requeue_orphans() == 1
+    assert s.requeue_orphans() == 0  # now queued
+    await drain(s)
+    assert client.bindings == [("lost", "n1")]

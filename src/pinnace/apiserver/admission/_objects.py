@@ -23,9 +23,12 @@ def containers(pod: dict, init: bool = True) -> list[dict]:
 
 
 def quantity(value: Any) -> Decimal | None:
+    """A quantity, or None for absent or malformed values (schema validation reports those)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
     try:
         return parse_quantity(value)
-    except (ValueError, TypeError, ArithmeticError):
+    except (ValueError, TypeError, ArithmeticError, AttributeError, KeyError, IndexError):
         return None
 
 

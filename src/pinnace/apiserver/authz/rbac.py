@@ -18,14 +18,15 @@ Escalation prevention (`check_escalation`): writing a Role or ClusterRole needs 
 or the `escalate` verb on it; writing a binding needs every rule of the role it references, or the
 `bind` verb on that role.
 
-Freshness: the index follows watch events, so a binding just written may not be visible yet. A
-denial therefore checks whether the store has moved since the index was last rebuilt and, if so,
-rebuilds it from a list before answering, so "create a binding, then use it" never sees a stale no.
+Freshness: the index is fed by the store itself (`ObservedStore` in pinnace.apiserver.security sees
+every write this server makes, before the write is acknowledged), so a binding is in force, or
+revoked, the moment its write returns. Writes by other API servers sharing an etcd reach it through a
+periodic re-list. Each object's last applied revision is kept, so writes finishing out of order
+never let an older version win.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -152,21 +153,23 @@ class RBACAuthorizer:
         self._by_subject: dict[str, dict[str, list[_Binding]]] = defaultdict(lambda: defaultdict(list))
         self._bindings: dict[tuple[str, str, str], tuple[_Binding, list[str]]] = {}
         self._decisions: dict[tuple, Decision] = {}
-        self._generation = 0
-        self.synced_revision = 0
-        self._relist_lock = asyncio.Lock()
+        self._revisions: dict[tuple[str, str, str], int] = {}  # newest revision applied per object
 
     # ---- the index ----
 
     def changed(self) -> None:
-        self._generation += 1
         self._decisions.clear()
         self._cluster_rules.clear()
 
-    def apply(self, resource: str, obj: dict, deleted: bool) -> None:
-        """One RBAC object added, changed or removed."""
-        meta = obj.get("metadata") or {}
-        namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+    def apply(self, resource: str, namespace: str, name: str, obj: dict | None, revision: int = 0) -> None:
+        """One RBAC object written (`obj`) or deleted (None) at `revision` (0: unconditionally)."""
+        object_key = (resource, namespace, name)
+        if revision:
+            if revision <= self._revisions.get(object_key, 0):
+                return
+            self._revisions[object_key] = revision
+        deleted = obj is None
+        obj = obj or {}
         if resource == "roles":
             if deleted:
                 self.roles.pop((namespace, name), None)
@@ -203,15 +206,19 @@ class RBACAuthorizer:
         for key in keys:
             self._by_subject[key][binding.namespace].append(binding)
 
-    def reset(self, objects: dict[str, list[dict]], revision: int) -> None:
+    def reset(self, objects: dict[str, list[dict]]) -> None:
+        """Rebuild from a full list (at start, and the periodic re-list); the caller re-applies the
+        writes it saw while listing, which the per-object revisions order correctly."""
         self.roles.clear()
         self.cluster_roles.clear()
         self._by_subject.clear()
         self._bindings.clear()
+        self._revisions.clear()
         for resource in RESOURCES:
             for obj in objects.get(resource, ()):
-                self.apply(resource, obj, False)
-        self.synced_revision = revision
+                meta = obj.get("metadata") or {}
+                revision = int(meta.get("resourceVersion") or 0)
+                self.apply(resource, meta.get("namespace") or "", meta.get("name") or "", obj, revision)
         self.changed()
 
     # ---- rules ----

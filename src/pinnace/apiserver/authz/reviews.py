@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from pinnace.api import protobuf
 from pinnace.apiserver.auth import User
 from pinnace.apiserver.authz.attributes import Attributes
 from pinnace.apiserver.errors import BadRequest, MethodNotAllowed, NotFound
@@ -36,6 +37,51 @@ _RESOURCES = {
         ("tokenreviews", "TokenReview", False),
     ],
 }
+
+
+# kubectl sends these reviews, and the RBAC objects it creates imperatively, in protobuf. Their messages, with the field numbers of the public
+# k8s.io/api authorization/v1 and authentication/v1 generated.proto files, join the decoder's table.
+_PROTOBUF_MESSAGES = {
+    "ResourceAttributes": {1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"),
+                           4: ("version", "string"), 5: ("resource", "string"), 6: ("subresource", "string"),
+                           7: ("name", "string")},
+    "NonResourceAttributes": {1: ("path", "string"), 2: ("verb", "string")},
+    "SelfSubjectAccessReviewSpec": {1: ("resourceAttributes", "ResourceAttributes"),
+                                    2: ("nonResourceAttributes", "NonResourceAttributes")},
+    "SubjectAccessReviewSpec": {1: ("resourceAttributes", "ResourceAttributes"),
+                                2: ("nonResourceAttributes", "NonResourceAttributes"), 3: ("user", "string"),
+                                4: ("groups", "string[]"), 6: ("uid", "string")},
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", "string")},
+    "TokenReviewSpec": {1: ("token", "string"), 2: ("audiences", "string[]")},
+    "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectAccessReviewSpec")},
+    "SubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SubjectAccessReviewSpec")},
+    "SelfSubjectRulesReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectRulesReviewSpec")},
+    "SelfSubjectReview": {1: ("metadata", "ObjectMeta")},
+    "TokenReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "TokenReviewSpec")},
+    # rbac/v1, for `kubectl create role|clusterrole|rolebinding|clusterrolebinding`
+    "PolicyRule": {1: ("verbs", "string[]"), 2: ("apiGroups", "string[]"), 3: ("resources", "string[]"),
+                   4: ("resourceNames", "string[]"), 5: ("nonResourceURLs", "string[]")},
+    "Subject": {1: ("kind", "string"), 2: ("apiGroup", "string"), 3: ("name", "string"), 4: ("namespace", "string")},
+    "RoleRef": {1: ("apiGroup", "string"), 2: ("kind", "string"), 3: ("name", "string")},
+    "AggregationRule": {1: ("clusterRoleSelectors", "LabelSelector[]")},
+    "Role": {1: ("metadata", "ObjectMeta"), 2: ("rules", "PolicyRule[]")},
+    "ClusterRole": {1: ("metadata", "ObjectMeta"), 2: ("rules", "PolicyRule[]"), 3: ("aggregationRule", "AggregationRule")},
+    "RoleBinding": {1: ("metadata", "ObjectMeta"), 2: ("subjects", "Subject[]"), 3: ("roleRef", "RoleRef")},
+}
+_PROTOBUF_KINDS = {
+    (f"{AUTHORIZATION}/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
+    (f"{AUTHORIZATION}/v1", "SubjectAccessReview"): "SubjectAccessReview",
+    (f"{AUTHORIZATION}/v1", "LocalSubjectAccessReview"): "SubjectAccessReview",
+    (f"{AUTHORIZATION}/v1", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
+    (f"{AUTHENTICATION}/v1", "SelfSubjectReview"): "SelfSubjectReview",
+    (f"{AUTHENTICATION}/v1", "TokenReview"): "TokenReview",
+    ("rbac.authorization.k8s.io/v1", "Role"): "Role",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "RoleBinding",  # the same fields and numbers
+}
+protobuf.MESSAGES.update({k: v for k, v in _PROTOBUF_MESSAGES.items() if k not in protobuf.MESSAGES})
+protobuf.KINDS.update(_PROTOBUF_KINDS)
 
 
 def handles(path: str) -> bool:
@@ -136,7 +182,6 @@ async def handle(security: Any, request: web.Request, user: Any, body_reader: An
         result["status"] = {"authenticated": True, "user": user_info(found)} if found else {"authenticated": False}
     elif resource == "selfsubjectrulesreviews":
         namespace = str(spec.get("namespace") or "")
-        await security.refresh_if_stale()
         rules = rbac.rules_for(user, namespace)
         result["status"] = {
             "resourceRules": [r.to_dict() for r in rules if not r.non_resource_urls],

@@ -32,13 +32,17 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import json
 import logging
 import os
+import pty
 import random
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
@@ -88,6 +92,74 @@ def new_id() -> str:
 
 def volume_env_name(volume: str) -> str:
     return "PINNACE_VOLUME_" + volume.upper().replace("-", "_").replace(".", "_")
+
+
+class _PtyReader(asyncio.Protocol):
+    """Reads a pty master into a StreamReader; EIO (the other side closed) is the end of the stream."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.reader.feed_eof()
+
+
+class _PtyWriter:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.fd, data)
+
+    async def drain(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.write(b"\x04")  # end of input on a terminal is ^D, not a closed pipe
+
+
+class TtyProcess:
+    """An exec'd process on a pseudo-terminal, shaped like asyncio's Process for the streaming code."""
+
+    def __init__(self, process: asyncio.subprocess.Process, master: int, reader: asyncio.StreamReader) -> None:
+        self.process = process
+        self.master = master
+        self.stdin = _PtyWriter(master)
+        self.stdout = reader
+        self.stderr = None
+
+    @classmethod
+    async def attach(cls, process: asyncio.subprocess.Process, master: int) -> TtyProcess:
+        reader = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(lambda: _PtyReader(reader), os.fdopen(os.dup(master), "rb", buffering=0))
+        return cls(process, master, reader)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def resize(self, width: int, height: int) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+    async def wait(self) -> int:
+        code = await self.process.wait()
+        with contextlib.suppress(OSError):
+            os.close(self.master)
+        return code
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    async def communicate(self) -> tuple[bytes, None]:
+        output = await self.stdout.read()
+        await self.wait()
+        return output, None
 
 
 class _Spawner:
@@ -805,7 +877,24 @@ class ProcessRuntime:
             if cwd:
                 with contextlib.suppress(OSError):
                     os.chdir(cwd)
+            if tty:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty becomes the session's controlling terminal
 
+        if tty:
+            master, slave = pty.openpty()
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *command, stdin=slave, stdout=slave, stderr=slave, env={"TERM": "xterm", **record["env"]},
+                    preexec_fn=preexec, start_new_session=True,
+                )
+            except OSError as error:
+                os.close(master)
+                raise RuntimeFailure(f"exec {command[0]!r}: {error}", "ExecError") from error
+            finally:
+                os.close(slave)
+                for fd, _ in namespaces:
+                    os.close(fd)
+            return await TtyProcess.attach(process, master)  # type: ignore[return-value]
         try:
             return await asyncio.create_subprocess_exec(
                 *command,

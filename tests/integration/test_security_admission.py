@@ -1,0 +1,157 @@
+"""Admission through real kubectl: ResourceQuota, PodSecurity, LimitRanger, Priority,
+DefaultTolerationSeconds and ServiceAccount defaults."""
+
+from __future__ import annotations
+
+import json
+
+
+def _pod(name: str, extra: str = "", namespace: str = "default") -> str:
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: [sleep, "3600"]
+{extra}"""
+
+
+def test_quota_exhaustion_is_refused_naming_the_quota(kubectl) -> None:
+    quota = """
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: small, namespace: default}
+spec: {hard: {pods: "2", configmaps: "1"}}
+"""
+    assert kubectl("apply", "-f", "-", input=quota).returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("p1")).returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("p2")).returncode == 0
+    third = kubectl("apply", "-f", "-", input=_pod("p3"))
+    assert third.returncode != 0
+    assert ('pods "p3" is forbidden: exceeded quota: small, requested: pods=1, used: pods=2, limited: pods=2'
+            in third.stderr)
+    assert kubectl("create", "configmap", "one").returncode == 0
+    assert "exceeded quota: small" in kubectl("create", "configmap", "two").stderr
+    status = json.loads(kubectl("get", "quota", "small", "-o", "json").stdout)["status"]
+    assert status["used"]["pods"] == "2" and status["hard"]["pods"] == "2"
+    # Freeing a pod frees quota.
+    assert kubectl("delete", "pod", "p1", "--grace-period=0", "--force").returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("p3")).returncode == 0
+
+
+def test_compute_quota_needs_requests_and_limit_range_defaults_them(kubectl) -> None:
+    setup = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: compute}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: cpu, namespace: compute}
+spec: {hard: {requests.cpu: "1", limits.memory: 1Gi}}
+"""
+    assert kubectl("apply", "-f", "-", input=setup).returncode == 0
+    bare = kubectl("apply", "-f", "-", input=_pod("bare", namespace="compute"))
+    assert "failed quota: cpu: must specify limits.memory,requests.cpu" in bare.stderr
+    limits = """
+apiVersion: v1
+kind: LimitRange
+metadata: {name: defaults, namespace: compute}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 256Mi}
+    defaultRequest: {cpu: 300m, memory: 128Mi}
+    max: {cpu: "2"}
+"""
+    assert kubectl("apply", "-f", "-", input=limits).returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("a", namespace="compute")).returncode == 0
+    pod = json.loads(kubectl("get", "pod", "a", "-n", "compute", "-o", "json").stdout)
+    resources = pod["spec"]["containers"][0]["resources"]
+    assert resources == {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "300m", "memory": "128Mi"}}
+    assert kubectl("apply", "-f", "-", input=_pod("b", namespace="compute")).returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("c", namespace="compute")).returncode == 0
+    over = kubectl("apply", "-f", "-", input=_pod("d", namespace="compute"))
+    assert "exceeded quota: cpu, requested: requests.cpu=300m, used: requests.cpu=900m, limited: requests.cpu=1" in over.stderr
+    big = _pod("big", namespace="compute", extra="    resources: {limits: {cpu: '3'}}\n")
+    assert "maximum cpu usage per Container is 2, but limit is 3" in kubectl("apply", "-f", "-", input=big).stderr
+
+
+PRIVILEGED = """
+    securityContext: {privileged: true}
+"""
+RESTRICTED_OK = """
+    securityContext:
+      allowPrivilegeEscalation: false
+      runAsNonRoot: true
+      runAsUser: 1000
+      capabilities: {drop: [ALL]}
+      seccompProfile: {type: RuntimeDefault}
+"""
+
+
+def test_pod_security_restricted_rejects_a_privileged_pod(kubectl) -> None:
+    namespace = """
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: locked
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/warn: restricted
+"""
+    assert kubectl("apply", "-f", "-", input=namespace).returncode == 0
+    refused = kubectl("apply", "-f", "-", input=_pod("root", PRIVILEGED, "locked"))
+    assert refused.returncode != 0
+    assert 'pods "root" is forbidden: violates PodSecurity "restricted:latest": privileged (container "c" must not set securityContext.privileged=true)' in refused.stderr
+    assert "allowPrivilegeEscalation != false" in refused.stderr and "runAsNonRoot != true" in refused.stderr
+    ok = kubectl("apply", "-f", "-", input=_pod("fine", RESTRICTED_OK, "locked"))
+    assert ok.returncode == 0, ok.stderr
+    # Workloads only warn: the Deployment is created, kubectl prints the warning.
+    deployment = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: locked}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: c, image: nginx, securityContext: {privileged: true}}]
+"""
+    warned = kubectl("apply", "-f", "-", input=deployment)
+    assert warned.returncode == 0, warned.stderr
+    assert 'Warning: would violate PodSecurity "restricted:latest"' in warned.stderr or \
+        'Warning: violates PodSecurity "restricted:latest"' in warned.stderr
+    # Baseline allows what restricted refuses, but not host namespaces.
+    assert kubectl("label", "ns", "locked", "--overwrite", "pod-security.kubernetes.io/enforce=baseline",
+                   "pod-security.kubernetes.io/warn-").returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("plain", "", "locked")).returncode == 0
+    host = kubectl("apply", "-f", "-", input=_pod("host", "  hostNetwork: true\n", "locked"))
+    assert 'violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true)' in host.stderr
+
+
+def test_pod_defaults_from_admission(kubectl) -> None:
+    classes = """
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 1000
+"""
+    assert kubectl("apply", "-f", "-", input=classes).returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("prio", "  priorityClassName: high\n")).returncode == 0
+    pod = json.loads(kubectl("get", "pod", "prio", "-o", "json").stdout)
+    assert pod["spec"]["priority"] == 1000
+    assert pod["spec"]["serviceAccountName"] == "default"
+    tolerations = {t["key"]: t for t in pod["spec"]["tolerations"]}
+    assert tolerations["node.kubernetes.io/not-ready"]["tolerationSeconds"] == 300
+    assert tolerations["node.kubernetes.io/unreachable"]["effect"] == "NoExecute"
+    missing = kubectl("apply", "-f", "-", input=_pod("lost", "  priorityClassName: nope\n"))
+    assert "no PriorityClass with name nope was found" in missing.stderr
+    no_account = kubectl("apply", "-f", "-", input=_pod("who", "  serviceAccountName: ghost\n"))
+    assert 'serviceaccount "ghost" not found' in no_account.stderr
+    critical = kubectl("apply", "-f", "-", input=_pod("crit", "  priorityClassName: system-node-critical\n"))
+    assert critical.returncode == 0, critical.stderr
