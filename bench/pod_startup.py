@@ -99,7 +99,7 @@ def ready(obj: dict) -> bool:
     )
 
 
-async def run_wave(client, node: str, prefix: str, count: int, rate: float) -> list[float]:
+async def run_wave(client, node: str, prefix: str, count: int, rate: float, make_pod=None) -> list[float]:
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     listing = await client.list("v1/pods", namespace="default")
@@ -124,7 +124,7 @@ async def run_wave(client, node: str, prefix: str, count: int, rate: float) -> l
         target = started + index / rate
         await asyncio.sleep(max(0.0, target - time.perf_counter()))
         sent[name] = time.perf_counter()
-        creates.append(asyncio.create_task(client.create("v1/pods", pod(name, node))))
+        creates.append(asyncio.create_task(client.create("v1/pods", (make_pod or pod)(name, node))))
     await asyncio.gather(*creates)
     await asyncio.wait_for(done.wait(), 120)
     watcher.cancel()
@@ -194,6 +194,12 @@ async def main(args: argparse.Namespace) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime", choices=("process",), default="process")
+    parser.add_argument("--runtime", choices=("process", "cri"), default="process")
     parser.add_argument("--pods", type=int, default=100)
-    print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)
+    arguments = parser.parse_args()
+    if arguments.runtime == "cri":
+        from pod_startup_cri import main as cri_main  # containerd: images, its own floor
+
+        print(json.dumps(asyncio.run(cri_main(arguments))), flush=True)
+    else:
+        print(json.dumps(asyncio.run(main(arguments))), flush=True)

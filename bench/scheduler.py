@@ -19,6 +19,10 @@ latency per pod is create request sent -> binding observed.
 - spread: one set of pods spread over 10 zones (maxSkew 1, DoNotSchedule).
 - bind_per_s: M pods nobody schedules, bound by POSTing pods/binding round-robin over the nodes, with
   as many requests in flight as the scheduler allows itself.
+
+Diagnostics (environment): BENCH_DEBUG=1 prints the pod creation rate and the API server's CPU time;
+BENCH_PROFILE=FILE writes a cProfile of the scheduler process; BENCH_BINDINGS=N changes the bindings
+in flight; SIGUSR1 to the scheduler process prints what it holds for pods still pending.
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ async def run_scheduler(url: str) -> None:
     from pinnace.scheduler.scheduler import Scheduler
 
     client = Client(url, qps=None)
-    scheduler = Scheduler(client, {"leaderElection": {"leaderElect": False}})
+    scheduler = Scheduler(client, {"leaderElection": {"leaderElect": False},
+                                   "parallelBindings": int(os.environ.get("BENCH_BINDINGS", "64"))})
     if os.environ.get("NOEV"):
         scheduler.recorder.event = lambda *a: None
     await scheduler.start()
@@ -326,7 +331,15 @@ async def with_server(nodes: int, pods: int, workload: str | None) -> Any:
             line = await asyncio.get_running_loop().run_in_executor(None, scheduler.stdout.readline)
             if line.strip() != "ready":
                 raise RuntimeError("scheduler did not start")
-            return await measure_workload(url, nodes, pods, workload, scheduler)
+            server_cpu = psutil.Process(server.pid)
+            before = sum(server_cpu.cpu_times()[:2])
+            wall = time.perf_counter()
+            measured = await measure_workload(url, nodes, pods, workload, scheduler)
+            if os.environ.get("BENCH_DEBUG"):
+                used = sum(server_cpu.cpu_times()[:2]) - before
+                print(f"{workload}: api server cpu {used:.1f}s over {time.perf_counter() - wall:.1f}s wall",
+                      file=sys.stderr)
+            return measured
         finally:
             if scheduler is not None:
                 stop_process(scheduler)

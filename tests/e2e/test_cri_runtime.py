@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pinnace.kubelet.runtime.base import ContainerConfig, ContainerState, PodSandboxConfig, RuntimeFailure
-from pinnace.kubelet.runtime.cri import CriRuntime
+from pinnace.kubelet.runtime.cri import CriRuntime, remove_cgroup_tree
 from pinnace.kubelet.runtime.oci_archive import ImageConfig, build_busybox_image
 
 pytestmark = [
@@ -45,6 +45,7 @@ async def runtime(tmp_path: Path):
             await runtime.remove_pod_sandbox(sandbox.id)
         await runtime.close()
         os.system(f"ip link del pnr{suffix} 2>/dev/null")
+        remove_cgroup_tree(runtime.cgroup_root)
 
 
 async def run_pod(runtime: CriRuntime, tmp_path: Path, name: str, config: ContainerConfig) -> tuple[str, str]:

@@ -472,3 +472,32 @@ async def test_startup_probe_gates_readiness_and_post_start_runs(client, kubelet
     p = await wait_for(client, "startup", running_ready)
     assert container_status(p, "c")["started"] is True
     assert (tmp_path / "hook").read_text().strip() == "hook"
+
+
+@needs_root[0]
+@needs_root[1]
+async def test_cluster_dns_resolv_conf_and_hosts(client, tmp_path):
+    dns = Kubelet(client, kubelet_config(tmp_path / "node", cluster_dns=["10.43.0.10"]))
+    await dns.start()
+    try:
+        await create(client, dns, "dns", [container("c", "sh", "-c", "cat /etc/resolv.conf /etc/hosts; sleep 60")])
+        p = await wait_for(client, "dns", running_ready)
+        await asyncio.sleep(0.3)
+        out = await logs(dns, "dns", "c")
+        assert "nameserver 10.43.0.10" in out
+        assert "search default.svc.cluster.local svc.cluster.local cluster.local" in out
+        assert f"{p['status']['podIP']}\tdns" in out
+    finally:
+        await stop_and_clean(dns)
+
+
+async def test_sidecar_init_container_keeps_running_beside_the_app(client, kubelet, tmp_path):
+    marker = tmp_path / "sidecar-up"
+    sidecar = container("proxy", "sh", "-c", f"touch {marker}; sleep 60", restartPolicy="Always")
+    check = container("check", "test", "-e", str(marker))
+    await create(client, kubelet, "sidecar", [container("app", "sleep", "60")], initContainers=[sidecar, check])
+    p = await wait_for(client, "sidecar", running_ready)
+    assert condition(p, "Initialized") == "True"
+    states = {s["name"]: s["state"] for s in p["status"]["initContainerStatuses"]}
+    assert "running" in states["proxy"]
+    assert states["check"]["terminated"]["exitCode"] == 0

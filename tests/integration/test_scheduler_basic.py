@@ -231,3 +231,27 @@ async def test_leader_election_holds_the_lease(client, scheduler):
     assert lease["spec"]["holderIdentity"] == s.elector.identity
     await client.create("v1/pods", pod("led"))
     assert await wait_bound(client, "led") == "n1"
+
+
+async def test_preemption_by_priority_class_spares_pdb_protected_pods(client, scheduler):
+    await add_nodes(client, node("n1", cpu="1"), node("n2", cpu="1"))
+    await client.create("scheduling.k8s.io/v1/priorityclasses", {
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "critical"},
+        "value": 100000})
+    pdb = await client.create("policy/v1/poddisruptionbudgets", {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}})
+    pdb["status"] = {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1,
+                     "observedGeneration": 1}
+    await client.update_status("policy/v1/poddisruptionbudgets", pdb)
+    await scheduler()
+    await client.create("v1/pods", pod("db", cpu="800m", labels={"app": "db"}, nodeName="n1"))
+    await client.create("v1/pods", pod("batch", cpu="800m", labels={"app": "batch"}, nodeName="n2"))
+    await client.create("v1/pods", pod("urgent", cpu="800m", priorityClassName="critical"))
+
+    async def nominated():
+        p = await client.get("v1/pods", "urgent", namespace="default")
+        return (p.get("status") or {}).get("nominatedNodeName")
+    assert await eventually(nominated) == "n2"
+    db = await client.get("v1/pods", "db", namespace="default")
+    assert not db["metadata"].get("deletionTimestamp")

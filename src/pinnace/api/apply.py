@@ -619,7 +619,9 @@ def server_side_apply(
         # The applied configuration never rewrites identity or server-set metadata (uid,
         # resourceVersion, creationTimestamp, ...): those keep their live values.
         live_metadata = live.get("metadata") or {}
-        metadata = result.setdefault("metadata", {})
+        metadata = result.get("metadata")
+        if not isinstance(metadata, dict):  # `metadata: null` in the applied configuration
+            metadata = result["metadata"] = {}
         for key in list(metadata):
             if key not in _TRACKED_METADATA and key in live_metadata:
                 metadata[key] = live_metadata[key]

@@ -212,6 +212,17 @@ def validate_metadata(kind: str, meta: Mapping, namespaced: bool) -> list[dict]:
             causes.append(
                 _cause("FieldValueInvalid", f'Invalid value: "{value}": {_LABEL_VALUE_MESSAGE}', "metadata.labels")
             )
+    for i, finalizer in enumerate(meta.get("finalizers") or ()):
+        for problem in _qualified_name_problems(finalizer if isinstance(finalizer, str) else ""):
+            causes.append(_cause("FieldValueInvalid", f'Invalid value: "{finalizer}": {problem}', f"metadata.finalizers[{i}]"))
+    controllers = 0
+    for i, ref in enumerate(meta.get("ownerReferences") or ()):
+        for name in ("apiVersion", "kind", "name", "uid"):
+            if not (ref or {}).get(name):
+                causes.append(_cause("FieldValueRequired", "Required value", f"metadata.ownerReferences[{i}].{name}"))
+        controllers += 1 if (ref or {}).get("controller") else 0
+    if controllers > 1:
+        causes.append(_cause("FieldValueInvalid", "Invalid value: only one reference can have Controller set to true", "metadata.ownerReferences"))
     total = 0
     for key, value in (meta.get("annotations") or {}).items():
         for problem in _qualified_name_problems(key.lower()):

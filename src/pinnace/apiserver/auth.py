@@ -2,7 +2,8 @@
 
 Three ways in, as in Kubernetes:
 - bearer tokens kept in the data directory: the admin token (`system:admin`, group `system:masters`)
-  and the node join token (`system:node-bootstrap`, group `system:nodes`) that agents use to register;
+  and the node join token (`system:bootstrap:node-join`, group `system:bootstrappers`), which may only
+  ask for a node client certificate through a CertificateSigningRequest (pinnace.apiserver.csrsigning);
 - service-account tokens (issued and checked by pinnace.apiserver.serviceaccounts);
 - client certificates signed by the cluster CA (checked by TLS): CN is the user, O the groups.
 
@@ -25,7 +26,8 @@ class User:
 
 
 ADMIN = User("system:admin", ("system:masters", "system:authenticated"))
-NODE_BOOTSTRAP = User("system:node-bootstrap", ("system:nodes", "system:authenticated"))
+# As a Kubernetes bootstrap token: good for one thing, trading itself for a node's own certificate.
+NODE_BOOTSTRAP = User("system:bootstrap:node-join", ("system:bootstrappers", "system:authenticated"))
 INSECURE = User("system:unsecured", ("system:masters", "system:authenticated"))
 
 

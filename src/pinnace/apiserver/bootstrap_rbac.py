@@ -6,7 +6,7 @@ being bound to `cluster-admin`, and on every authenticated user being allowed di
 self-reviews (`system:discovery`, `system:basic-user`, `system:public-info-viewer`).
 
 Component identities get least privilege, as in Kubernetes' bootstrap policy:
-- `system:node` (group `system:nodes`, which the node join token belongs to): what a kubelet needs for
+- `system:node` (group `system:nodes`, the node client certificates): what a kubelet needs for
   its Node, Lease, pods and their status, events, and reading what its pods mount. Which *objects* a
   node may change is narrowed further by the NodeRestriction admission plugin.
 - `system:kube-scheduler`, `system:kube-controller-manager`, `system:node-proxier` (`system:kube-proxy`),
@@ -151,6 +151,10 @@ def cluster_roles() -> list[dict]:
                                                     "/readyz", "/readyz/*"])]),
         _role("system:node", node),
         _role("system:kube-scheduler", scheduler),
+        # The node join token (group system:bootstrappers) may only ask for, and read back, a certificate.
+        _role("system:node-bootstrapper", [
+            _rule(["create", "get", "list", "watch"], ["certificates.k8s.io"], ["certificatesigningrequests"]),
+        ]),
         _role("system:kube-controller-manager", [_rule(["*"], ["*"], ["*"])]),  # controllers touch every kind
         _role("system:node-proxier", [
             _rule(READ, [""], ["services", "endpoints", "nodes"]),
@@ -174,6 +178,7 @@ def cluster_role_bindings() -> list[dict]:
         _binding("system:monitoring", "system:monitoring", [("Group", "system:monitoring")]),
         _binding("system:node", "system:node", [("Group", "system:nodes")]),
         _binding("system:kube-scheduler", "system:kube-scheduler", [("User", "system:kube-scheduler")]),
+        _binding("system:node-bootstrapper", "system:node-bootstrapper", [("Group", "system:bootstrappers")]),
         _binding("system:kube-controller-manager", "system:kube-controller-manager",
                  [("User", "system:kube-controller-manager")]),
         _binding("system:node-proxier", "system:node-proxier", [("User", "system:kube-proxy")]),

@@ -8,7 +8,7 @@ The server follows CRDs through their watch cache, as kube-apiserver's apiextens
   defaulted from it and validated against it (422 with causes); `status` and `scale` subresources
   follow the CRD; Tables use `additionalPrinterColumns`;
 - all versions share one storage prefix (conversion strategy None: only `apiVersion` changes);
-- deleting a CRD deletes its custom objects.
+- deleting a CRD deletes its custom objects first (pinnace.apiserver.crdcleanup).
 The pure parts (schemas, pruning, defaults, validation, printer columns) are pinnace.api.crd.
 """
 
@@ -120,7 +120,7 @@ class CustomResources:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError, StoreError):
                 await task
 
     def _on_restart(self) -> None:
@@ -132,14 +132,14 @@ class CustomResources:
         names = {crd["metadata"]["name"] for crd in page.items}
         for name in list(self.crds):
             if name not in names:
-                self._remove(name, delete_objects=False)
+                self._remove(name)
         for crd in page.items:
             self._apply(crd)
 
     def _on_event(self, event: CachedEvent) -> None:
         name = event.key.rsplit("/", 1)[-1]
         if event.type == "DELETED":
-            self._remove(name, delete_objects=True)
+            self._remove(name)
         else:
             self._apply(event.object)
 
@@ -151,7 +151,7 @@ class CustomResources:
     def _apply(self, crd: dict) -> None:
         name = crd["metadata"]["name"]
         if crds.names_problems(crd):
-            self._remove(name, delete_objects=False)
+            self._remove(name)
             return
         previous = self.crds.get(name)
         self.crds[name] = crd
@@ -172,14 +172,11 @@ class CustomResources:
             if crd["metadata"]["name"] == name:
                 del self.served[key]
 
-    def _remove(self, name: str, delete_objects: bool) -> None:
-        crd = self.crds.pop(name, None)
-        if crd is None:
+    def _remove(self, name: str) -> None:
+        if self.crds.pop(name, None) is None:
             return
         self._unserve(name)
         self._publish()
-        if delete_objects:
-            self._spawn(self._delete_objects(crd))
 
     def _publish(self) -> None:
         """Discovery and OpenAPI follow the set of served kinds."""
@@ -215,18 +212,6 @@ class CustomResources:
                 await asyncio.sleep(0.05)  # written meanwhile: read it again
             except NotFound:
                 return
-
-    async def _delete_objects(self, crd: dict) -> None:
-        spec = crd.get("spec") or {}
-        prefix = f"/registry/{spec.get('group')}/{(spec.get('names') or {}).get('plural')}/"
-        store = self.server.registry.store
-        try:
-            result = await store.list(prefix)
-            for kv in result.items:
-                with contextlib.suppress(StoreError):
-                    await store.delete(kv.key)
-        except StoreError as error:
-            log.warning("deleting the objects of CRD %s failed: %s", crd["metadata"]["name"], error)
 
 
 def _established(crd: dict) -> bool:

@@ -389,7 +389,7 @@ class ResourceHandlers:
         query = request.query
         matches, fields = self.matcher(info, target.namespace, query)
         revision = self._list_revision(query)
-        limit = _int_param(query, "limit") or 0
+        limit = max(_int_param(query, "limit") or 0, 0)  # a negative limit means none, as in Kubernetes
         name = fields.value_of("metadata.name")
         if name and (target.namespace or not info.namespaced) and revision is None and not query.get("continue"):
             # `kubectl wait`, `delete` and `rollout status` list one object by name: read its key.
@@ -402,6 +402,9 @@ class ResourceHandlers:
             list_revision = self.server.watch_cache(info).revision
             if not list_revision:
                 list_revision = await self.registry.store.current_revision()
+            if kv is not None:
+                # Never older than what it holds: a watch from here must not replay the object's write.
+                list_revision = max(list_revision, kv.mod_revision)
             page_items, rv, token, remaining = items, list_revision, None, None
         else:
             raw = matches is None and output.format == "json"

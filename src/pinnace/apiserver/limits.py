@@ -80,18 +80,38 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def check_depth(body: bytes, limit: int = MAX_DEPTH) -> None:
-    """Reject JSON or flow-style YAML nested deeper than `limit` before any parser recurses into it.
+    """Reject bodies nested deeper than `limit` before a recursive parser or encoder meets them.
 
-    Strings are cut out and everything but brackets dropped (both in C), so only the brackets are
-    walked. Block-style YAML nests by indentation and is bounded by the body size limit.
+    Flow nesting (JSON, flow-style YAML): strings are cut out and everything but brackets dropped
+    (both in C), so only the brackets are walked. Block-style YAML nests by indentation (and by
+    `- - -` sequences on one line): a stack of indentation levels measures it.
     """
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return
-    depth = 0
-    for byte in _STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
-        if byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                raise BadRequest(f"the request body is nested more than {limit} levels deep")
-        else:
-            depth -= 1
+    if body.count(b"[") + body.count(b"{") > limit:
+        depth = 0
+        for byte in _STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+            if byte in (0x5B, 0x7B):
+                depth += 1
+                if depth > limit:
+                    raise BadRequest(f"the request body is nested more than {limit} levels deep")
+            else:
+                depth -= 1
+    if body.count(b"\n") > limit // 2 and body.lstrip()[:1] not in (b"{", b"["):
+        _check_block_depth(body, limit)
+
+
+def _check_block_depth(body: bytes, limit: int) -> None:
+    indents: list[int] = []
+    for line in body.split(b"\n"):
+        stripped = line.lstrip(b" ")
+        if not stripped or stripped.startswith(b"#"):
+            continue
+        indent = len(line) - len(stripped)
+        while indents and indents[-1] >= indent:
+            indents.pop()
+        indents.append(indent)
+        dashes = 0
+        while stripped.startswith(b"- "):
+            dashes += 1
+            stripped = stripped[2:].lstrip(b" ")
+        if 2 * (len(indents) + dashes) > limit:  # each level is a mapping or sequence plus its value
+            raise BadRequest(f"the request body is nested more than {limit // 2} levels deep")

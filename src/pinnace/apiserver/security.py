@@ -46,7 +46,19 @@ log = logging.getLogger(__name__)
 
 STATE = web.RequestKey("security", object)
 RBAC_PREFIX = "/registry/rbac.authorization.k8s.io/"
+# Small kinds admission reads on every pod write, kept in memory: resource -> storage key prefix.
+CACHED = {
+    "v1/limitranges": "/registry/limitranges/",
+    "v1/resourcequotas": "/registry/resourcequotas/",
+    "v1/serviceaccounts": "/registry/serviceaccounts/",
+    "scheduling.k8s.io/v1/priorityclasses": "/registry/scheduling.k8s.io/priorityclasses/",
+    "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations":
+        "/registry/admissionregistration.k8s.io/mutatingwebhookconfigurations/",
+    "admissionregistration.k8s.io/v1/validatingwebhookconfigurations":
+        "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/",
+}
 RELIST_INTERVAL = 30.0
+ALWAYS_ALLOW = Decision(True, "AlwaysAllow")
 
 
 @dataclass
@@ -61,6 +73,7 @@ class SecurityConfig:
     rate_limit_qps: float = 100.0  # per user, system:masters exempt; 0: off
     rate_limit_burst: int = 200
     max_watches_per_user: int = 250
+    slow_watch_timeout: float = 30.0  # seconds a watcher may leave its stream unread before it is dropped
     exempt_groups: tuple[str, ...] = field(default=("system:masters",))
 
 
@@ -101,10 +114,13 @@ class Security:
         self.tokens: ServiceAccountTokens = None  # type: ignore[assignment]
         self.chain: Chain | None = None
         self.audit: AuditLog | None = None
-        self._buffer: list[tuple[str, bytes | None, int]] | None = None  # RBAC writes seen while re-listing
+        self._buffer: list[tuple[str, bytes | None, int]] | None = None  # writes seen while re-listing
+        self._cache: dict[str, dict[str, dict]] = {resource: {} for resource in CACHED}
+        self._cache_revisions: dict[str, int] = {}
         self._relist_lock = asyncio.Lock()
         self._relister: asyncio.Task[None] | None = None
         self._user_key: Any = None
+        self._attributes: dict[tuple, Attributes] = {}  # (method, path, watch) -> parsed attributes
 
     # ---- lifecycle ----
 
@@ -114,7 +130,7 @@ class Security:
             from pinnace.apiserver.encryption import EncryptedStore, load_config
 
             store = EncryptedStore(store, load_config(self.config.encryption_provider_config))
-        return ObservedStore(store, RBAC_PREFIX, self._rbac_written)
+        return ObservedStore(store, (RBAC_PREFIX, *CACHED.values()), self._written)
 
     async def start(self) -> None:
         from pinnace.apiserver.server import USER
@@ -128,8 +144,8 @@ class Security:
             self.audit = await asyncio.to_thread(AuditLog, self.config.audit_policy_file, path)
         await self.relist()
         await bootstrap_rbac.ensure(server.registry, server.kinds)
-        if self.rbac_enabled and not str(server.config.store).startswith("sqlite"):
-            # Another API server may write RBAC objects into the same etcd: re-list now and then.
+        if not str(server.config.store).startswith("sqlite"):
+            # Another API server may write into the same etcd: re-list RBAC and the caches now and then.
             self._relister = asyncio.create_task(self._relist_every(RELIST_INTERVAL), name="rbac relist")
         self.chain = default_chain(server, self.config.admission_plugins)
 
@@ -143,22 +159,49 @@ class Security:
 
     # ---- RBAC index ----
 
-    def _rbac_written(self, key: str, value: bytes | None, revision: int) -> None:
-        """Every RBAC write this server makes, as it is acknowledged by the store."""
+    def _written(self, key: str, value: bytes | None, revision: int) -> None:
+        """Every write this server makes under an observed prefix, as the store acknowledges it."""
         if self._buffer is not None:
             self._buffer.append((key, value, revision))
-        rest = key[len(RBAC_PREFIX):].split("/")
-        resource, name = rest[0], rest[-1]
-        namespace = rest[1] if len(rest) == 3 else ""
-        if resource not in RESOURCES:
-            return
         try:
             obj = orjson.loads(value) if value is not None else None
         except orjson.JSONDecodeError:
             return
-        self.rbac.apply(resource, namespace, name, obj, revision)
+        if key.startswith(RBAC_PREFIX):
+            rest = key[len(RBAC_PREFIX):].split("/")
+            if rest[0] in RESOURCES:
+                self.rbac.apply(rest[0], rest[1] if len(rest) == 3 else "", rest[-1], obj, revision)
+            return
+        for resource, prefix in CACHED.items():
+            if key.startswith(prefix):
+                self._cache_apply(resource, key, obj, revision)
+                return
+
+    def _cache_apply(self, resource: str, key: str, obj: dict | None, revision: int) -> None:
+        if revision <= self._cache_revisions.get(key, 0):
+            return  # an older write finishing late
+        self._cache_revisions[key] = revision
+        if obj is None:
+            self._cache[resource].pop(key, None)
+        else:
+            obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+            self._cache[resource][key] = obj
+
+    def cached(self, resource: str, namespace: str | None) -> list[dict] | None:
+        """The objects of a cached resource (in a namespace), or None for resources not cached here."""
+        objects = self._cache.get(resource)
+        if objects is None:
+            return None
+        if namespace is None:
+            return list(objects.values())
+        return [o for o in objects.values() if (o.get("metadata") or {}).get("namespace") == namespace]
+
+    def cached_object(self, resource: str, namespace: str | None, name: str) -> dict | None:
+        key = CACHED[resource] + (f"{namespace}/{name}" if namespace else name)
+        return self._cache[resource].get(key)
 
     async def relist(self) -> None:
+        """Rebuild the RBAC index and the caches from a list; writes made meanwhile are replayed."""
         async with self._relist_lock:
             self._buffer = []
             try:
@@ -170,10 +213,23 @@ class Security:
                     page = await self.server.registry.list_page(info, None, revision=revision, limit=0,
                                                                 continue_token=None)
                     objects[resource] = page.items
+                caches: dict[str, dict[str, dict]] = {}
+                revisions: dict[str, int] = {}
+                for resource, prefix in CACHED.items():
+                    result = await store.list(prefix, revision=revision)
+                    caches[resource] = {}
+                    for kv in result.items:
+                        revisions[kv.key] = kv.mod_revision
+                        obj = orjson.loads(kv.value)
+                        obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+                        caches[resource][kv.key] = obj
                 self.rbac.reset(objects)
+                self._cache = caches
+                self._cache_revisions = revisions
                 seen, self._buffer = self._buffer, None
                 for key, value, written in seen:
-                    self._rbac_written(key, value, written)
+                    if written > revision:
+                        self._written(key, value, written)
             finally:
                 self._buffer = None
 
@@ -187,7 +243,7 @@ class Security:
 
     async def decide(self, user: Any, attrs: Attributes) -> Decision:
         if not self.rbac_enabled:
-            return Decision(True, "AlwaysAllow")
+            return ALWAYS_ALLOW
         return self.rbac.authorize(user, attrs)
 
     # ---- authentication ----
@@ -238,13 +294,19 @@ class Security:
         attrs: Attributes | None = None
         decision = Decision(True)
         watch_key: str | None = None
+        watchdog: asyncio.Task[None] | None = None
         try:
             if isinstance(user, ServiceAccountUser) and not await self.tokens.still_valid(user):
                 raise Unauthorized("Unauthorized")
             user = await self._impersonate(request, user)
             self.limits.take(user)
-            attrs = from_request(request.method, request.path, request.query)
-            decision = await self.decide(user, attrs)
+            request_key = (request.method, request.path, request.query.get("watch"))
+            attrs = self._attributes.get(request_key)
+            if attrs is None:
+                if len(self._attributes) > 50_000:
+                    self._attributes.clear()
+                attrs = self._attributes[request_key] = from_request(request.method, request.path, request.query)
+            decision = self.rbac.authorize(user, attrs, request_key) if self.rbac_enabled else ALWAYS_ALLOW
             if not decision.allowed:
                 raise forbidden(user, attrs)
             if reviews.handles(request.path):
@@ -252,6 +314,7 @@ class Security:
             else:
                 if attrs.verb == "watch":
                     watch_key = self.limits.open_watch(user)
+                    watchdog = asyncio.create_task(self._drop_when_stalled(request), name="slow watch client")
                 response = await handler(request)
         except ApiError as error:
             self._audit(request, user, attrs, error.code, received, state, error.body(), decision)
@@ -262,16 +325,40 @@ class Security:
             self._audit(request, user, attrs, 500, received, state, None, decision)
             raise
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             self.limits.close_watch(watch_key)
             for callback in state.on_done:
                 callback()
         if state.warnings and not response.prepared:
             for warning in state.warnings:
-                response.headers.add("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+                text = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in warning)
+                response.headers.add("Warning", '299 - "' + text.replace('"', '\\"') + '"')
         body = getattr(response, "body", None)
         self._audit(request, user, attrs, response.status, received, state,
                     body if isinstance(body, bytes) else None, decision)
         return response
+
+    async def _drop_when_stalled(self, request: web.Request) -> None:
+        """End a watch whose client stopped reading: the transport has paused writing (its buffer is
+        over the high-water mark) for `slow_watch_timeout` seconds. Aborting the connection wakes the
+        handler's blocked write, which then cleans up; the server never buffers for it beyond the
+        watch queue and one transport buffer."""
+        limit = self.config.slow_watch_timeout
+        if limit <= 0:
+            return
+        protocol = request.protocol
+        stalled = 0.0
+        step = min(1.0, limit / 4)
+        while True:
+            await asyncio.sleep(step)
+            stalled = stalled + step if getattr(protocol, "writing_paused", False) else 0.0
+            if stalled >= limit:
+                log.info("dropping watch %s of a client that stopped reading", request.path_qs)
+                transport = request.transport
+                if transport is not None:
+                    transport.abort()
+                return
 
     async def _read_object(self, request: web.Request) -> Any:
         handlers = self.server.handlers
@@ -304,6 +391,8 @@ class Security:
         if self.chain is None or (obj is not None and not isinstance(obj, dict)):
             return obj
         info = target.info
+        if obj is not None and info.definition.startswith("io.k8s."):
+            _drop_nulls(obj)
         meta = (obj or {}).get("metadata") if isinstance((obj or {}).get("metadata"), dict) else {}
         namespace = target.namespace or (meta.get("namespace") if info.namespaced else "") or ""
         user = request.get(self._user_key)
@@ -329,6 +418,23 @@ class Security:
         return admission.object
 
 
+def _drop_nulls(value: Any, depth: int = 0) -> None:
+    """Remove `null` fields from a built-in object: Go decodes them to zero values that are never
+    written back, so `spec: null` means "no spec" there, and the defaulting code relies on that."""
+    if depth > 300:
+        return
+    if isinstance(value, dict):
+        for key in [k for k, v in value.items() if v is None]:
+            del value[key]
+        for item in value.values():
+            if isinstance(item, (dict, list)):
+                _drop_nulls(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)):
+                _drop_nulls(item, depth + 1)
+
+
 async def issue_node_credentials(server: Any, node_name: str, directory: Path) -> tuple[Path, Path]:
     """A client certificate for `system:node:<node_name>` (group `system:nodes`), as kubelets use.
 
@@ -349,13 +455,13 @@ async def issue_node_credentials(server: Any, node_name: str, directory: Path) -
 
 
 class ObservedStore:
-    """A `Store` that reports every acknowledged write under `prefix` to `written(key, value, revision)`
+    """A `Store` that reports every acknowledged write under its prefixes to `written(key, value, revision)`
     (value None for a delete). Wrapping the store, not watching it, makes the report synchronous with
     the write: no window where a revoked binding still authorizes."""
 
-    def __init__(self, inner: Any, prefix: str, written: Any) -> None:
+    def __init__(self, inner: Any, prefixes: tuple[str, ...], written: Any) -> None:
         self.inner = inner
-        self.prefix = prefix
+        self.prefix = prefixes  # str.startswith takes the tuple
         self.written = written
 
     def __getattr__(self, name: str) -> Any:

@@ -69,7 +69,9 @@ log = logging.getLogger(__name__)
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _STREAMING_SUBRESOURCES = frozenset({"log", "exec", "attach", "portforward", "proxy"})
-_PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/"})
+# /cacerts: the cluster CA certificate, public, so a joining node can fetch it and check it against the
+# hash in its join token before it trusts this server with the token.
+_PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/", "/cacerts"})
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Per-request values the middleware reads back (who is asking; verb and resource for metrics).
 USER = web.RequestKey("user", object)
@@ -117,6 +119,7 @@ class ApiServer:
         self._caches: dict[str, WatchCache] = {}
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._components: list[Any] = []  # started after the listener, stopped first (start()/stop())
         self._inflight = 0
         self._mutating_inflight = 0
         self._stopping = False
@@ -152,6 +155,7 @@ class ApiServer:
             self._tasks.append(asyncio.create_task(CustomResourceCleanup(self).run(), name="crd cleanup"))
             await self._listen(cluster_certs)
             await self._bootstrap_kubernetes_service()
+            await self._start_components()
             self.write_kubeconfig()
             self._tasks.append(asyncio.create_task(self._sweep_events(), name="event ttl"))
         except BaseException:
@@ -194,6 +198,8 @@ class ApiServer:
     async def stop(self) -> None:
         """Drain: end watches, finish requests in progress, close the store."""
         self._stopping = True
+        while self._components:
+            await self._components.pop().stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -328,6 +334,16 @@ class ApiServer:
             ports[0]["targetPort"] = port
             await self.registry.update(services, "default", "kubernetes", current)
 
+    async def _start_components(self) -> None:
+        """Node CSR approval and signing (this process holds the CA key) and the lease that keeps this
+        server in the `kubernetes` Service's endpoints next to the other servers of an HA control plane."""
+        from pinnace.apiserver.csrsigning import CSRSigner
+        from pinnace.apiserver.endpointleases import EndpointLeaseReconciler
+
+        for component in (CSRSigner(self), EndpointLeaseReconciler(self)):
+            await component.start()
+            self._components.append(component)
+
     async def _put(self, info: ResourceInfo, namespace: str, obj: dict, changed: Any) -> None:
         try:
             await self.registry.create(info, namespace, dict(obj))
@@ -440,6 +456,8 @@ class ApiServer:
             return self._discovery_root(request, legacy=True)
         if path in ("/apis", "/apis/"):
             return self._discovery_root(request, legacy=False)
+        if path == "/cacerts":
+            return web.Response(body=self.ca_path.read_bytes(), content_type="application/x-pem-file")
         if path in ("/version", "/version/"):
             return web.Response(body=self._version_body, content_type="application/json")
         if path in ("/healthz", "/livez", "/readyz") or path.startswith(("/healthz/", "/livez/", "/readyz/")):

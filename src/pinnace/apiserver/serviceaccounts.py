@@ -166,9 +166,8 @@ class ServiceAccountTokens:
     async def still_valid(self, user: ServiceAccountUser) -> bool:
         """The ServiceAccount (and the Pod, for a bound token) still exist with the same uid."""
         kinds, registry = self.server.kinds, self.server.registry
-        try:
-            account = await registry.get(kinds.by_resource("v1/serviceaccounts"), user.namespace, user.account)
-        except NotFound:
+        account = self.server.security.cached_object("v1/serviceaccounts", user.namespace, user.account)
+        if account is None:
             return False
         if user.uid and account["metadata"].get("uid") != user.uid:
             return False

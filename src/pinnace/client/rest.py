@@ -18,6 +18,13 @@ Retries (jittered exponential back-off, at most `max_retries`), matching what is
 - 502/503/504 without `Retry-After`, or a connection that broke mid-request: only GET (and PUT, whose
   resourceVersion precondition turns a duplicate into a Conflict rather than a double write).
 
+Several API servers (an HA control plane): `Client(server="https://a:6443,https://b:6443")` or
+`Client(servers=[...])`. Requests go to one server at a time; when a connection to it cannot be opened
+(or breaks, for the verbs above that may be retried) the client moves on to the next server at once, and
+backs off only after every server has failed once. A watch that cannot connect moves the client on too,
+so the caller's re-watch (informers re-list and re-watch) lands on a live server. All servers must share
+the cluster CA and credentials, as the servers of one pinnace control plane do.
+
 A client-side token bucket (`qps`, `burst`) paces request starts, like client-go's; watches are paced on
 connect only. Connections are pooled (keep-alive) by one aiohttp session per client.
 """
@@ -108,7 +115,7 @@ class Client:
 
     def __init__(
         self,
-        server: str,
+        server: str = "",
         token: str | None = None,
         ca_file: str | None = None,
         cert_file: str | None = None,
@@ -123,12 +130,17 @@ class Client:
         timeout: float = 30.0,
         user_agent: str = "pinnace",
         field_manager: str = "pinnace",
+        servers: list[str] | None = None,
     ) -> None:
+        urls = split_servers(servers or (config.server if config is not None else server))
+        if not urls:
+            raise ValueError("no API server URL given")
         if config is None:
-            config = ClientConfig(server=server.rstrip("/"), token=token, ca_file=ca_file, cert_file=cert_file,
+            config = ClientConfig(server=urls[0], token=token, ca_file=ca_file, cert_file=cert_file,
                                   key_file=key_file, insecure=insecure)
         self.config = config
-        self.server = config.server
+        self.servers = urls
+        self._current = 0
         self.namespace = namespace or config.namespace or "default"
         self.max_retries = max_retries
         self.timeout = timeout
@@ -168,6 +180,26 @@ class Client:
 
     async def __aenter__(self) -> Client:
         return self
+
+    @property
+    def server(self) -> str:
+        """The API server URL requests go to now (one of `servers`)."""
+        return self.servers[self._current]
+
+    @server.setter
+    def server(self, value: str) -> None:
+        self.servers = split_servers(value)
+        self._current = 0
+
+    def _fail_over(self, failed: str) -> bool:
+        """Move on from `failed` to the next server; False when there is only one. Several requests may
+        fail on the same server at once: only the first moves the client, the others follow it."""
+        if len(self.servers) < 2:
+            return False
+        if self.server == failed:
+            self._current = (self._current + 1) % len(self.servers)
+            log.info("API server %s unreachable; moving to %s", failed, self.server)
+        return True
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -215,12 +247,14 @@ class Client:
             headers = {"Content-Type": content_type}
         if accept is not None:
             headers = {**(headers or {}), "Accept": accept}
-        url = self.server + path
         client_timeout = aiohttp.ClientTimeout(total=timeout or self.timeout, sock_connect=10)
         attempt = 0
+        unanswered = 0  # servers tried in a row without an answer: back off only once all were tried
         while True:
             if self._limiter is not None:
                 await self._limiter.acquire()
+            base = self.server
+            url = base + path
             try:
                 async with self.session.request(method, url, params=params, data=data, headers=headers,
                                                 timeout=client_timeout,
@@ -244,11 +278,20 @@ class Client:
                 raise ConnectionFailed(f"{method} {url}: TLS failure: {error}") from error
             except aiohttp.ClientConnectorError as error:
                 # The connection was never opened, so the request was never sent: safe for every verb.
+                unanswered += 1
+                if self._fail_over(base) and unanswered < len(self.servers):
+                    continue
                 if attempt >= self.max_retries:
                     raise ConnectionFailed(f"{method} {url}: {error}") from error
+                unanswered = 0
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
                 if not idempotent or attempt >= self.max_retries:
+                    self._fail_over(base)
                     raise ConnectionFailed(f"{method} {url}: {error or type(error).__name__}") from error
+                unanswered += 1
+                if self._fail_over(base) and unanswered < len(self.servers):
+                    continue
+                unanswered = 0
             delay = self._backoff(attempt)
             attempt += 1
             log.debug("%s %s: connection failed; retrying in %.2fs", method, path, delay)
@@ -578,7 +621,8 @@ class Client:
             params["allowWatchBookmarks"] = "true"
         if timeout_seconds is not None:
             params["timeoutSeconds"] = str(int(timeout_seconds))
-        url = self.server + resource_path(resource, namespace if namespace else None)
+        base = self.server
+        url = base + resource_path(resource, namespace if namespace else None)
         # By default no read timeout: a quiet watch without bookmarks legitimately sends nothing for minutes.
         # The total is bounded by the server-side timeout plus slack, so a dead peer is noticed eventually.
         total = timeout_seconds + 60 if timeout_seconds else None
@@ -594,8 +638,20 @@ class Client:
                     raise error_from_status(self._decode(payload, response.content_type, True), response.status)
                 async for batch in _watch_batches(response):
                     yield batch
+        except aiohttp.ClientConnectorError as error:
+            self._fail_over(base)  # the caller's next watch (or re-list) goes to the next server
+            raise ConnectionFailed(f"watch {url}: {error}") from error
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
+            # A broken stream may be a server that went away: try the next one on re-watch. A healthy
+            # server that merely closed the stream ends it normally and keeps the client where it is.
+            self._fail_over(base)
             raise ConnectionFailed(f"watch {url}: {error or type(error).__name__}") from error
+
+
+def split_servers(servers: str | list[str] | tuple[str, ...]) -> list[str]:
+    """`"https://a:6443, https://b:6443"` or a list -> ["https://a:6443", "https://b:6443"]."""
+    items = servers.split(",") if isinstance(servers, str) else [u for s in servers for u in s.split(",")]
+    return [u.strip().rstrip("/") for u in items if u.strip()]
 
 
 def _events_of(lines: list[bytes]) -> list[tuple[str, dict[str, Any]]]:

@@ -69,9 +69,18 @@ class KubeletConfig:
     volume_refresh_seconds: float = 30.0
     labels: dict[str, str] | None = None
     network: bool | None = None  # pod network namespaces; default: when root
-    remove_pods_on_stop: bool = False  # True for all-in-one `pinnace up`: containers end with the cluster
+    # Cluster DNS servers for pods' /etc/resolv.conf (dnsPolicy ClusterFirst). None: the cri runtime uses
+    # 10.43.0.10, while process containers keep the host's resolv.conf and hosts files (they share the
+    # host's filesystem; pointing them at a DNS server that may not be running breaks name lookups).
+    cluster_dns: list[str] | None = None
+    cluster_domain: str = "cluster.local"
+    # stop() kills the node's pods and removes their sandboxes and the bridge: right for an in-process
+    # kubelet (`pinnace up`, tests), whose pods should end with it. `pinnace agent` sets False, so a
+    # restarted agent adopts its running pods.
+    remove_pods_on_stop: bool = True
     eviction_memory_available: str = "100Mi"
     eviction_disk_available_percent: float = 5.0
+    cri_endpoint: str | None = None  # runtime "cri": an existing CRI socket; default: our own containerd
 
 
 def default_node_ip() -> str:
@@ -111,7 +120,22 @@ def make_runtime(config: KubeletConfig) -> Runtime:
         bridge = config.bridge or f"pinnace{config.node_index}"
         return ProcessRuntime(config.data_dir, pod_cidr=None, bridge=bridge, network=config.network)  # type: ignore[return-value]
     if config.runtime == "cri":
-        raise KubeletError("the cri runtime (containerd) is not available yet; use --runtime process")
+        from pinnace.dns.server import CLUSTER_DNS_IP
+        from pinnace.kubelet.runtime.cri import CriRuntime
+
+        endpoint = config.cri_endpoint
+        if endpoint and "://" not in endpoint:
+            endpoint = f"unix://{endpoint}"
+        return CriRuntime(  # type: ignore[return-value]
+            data_dir=config.data_dir,
+            pod_cidr=None,  # set_pod_cidr() once registration tells the Node's (or the configured) podCIDR
+            endpoint=endpoint,
+            bridge=config.bridge or f"pinnace{config.node_index}",
+            # One cgroup parent per node, so nodes sharing a machine never remove each other's cgroups.
+            cgroup_root=f"/pinnace/{config.node_name}",
+            dns_servers=config.cluster_dns if config.cluster_dns is not None else [CLUSTER_DNS_IP],
+            cluster_domain=config.cluster_domain,
+        )
     raise KubeletError(f"unknown runtime {config.runtime!r}; choose process or cri")
 
 
@@ -137,6 +161,7 @@ class Kubelet:
         self.allocatable: dict[str, str] = {}
         self.tasks: list[asyncio.Task] = []
         self.servers: list[Any] = []
+        self.routes: Any = None  # host-gw routes to other nodes' pods (network/routes.py), root only
         self.started_at = time.time()
         self.port = config.port  # the bound ports, once the servers run (0 in the config picks a free one)
         self.read_only_port = config.read_only_port
@@ -146,6 +171,10 @@ class Kubelet:
         self.volumes = VolumeManager(config.data_dir, self.get_object, self.allocatable, os.geteuid() == 0)
         self._services_cache: dict[str, tuple[float, list[dict]]] = {}
         self._status_changed = asyncio.Event()
+        from pinnace.kubelet.images import ImageManager
+
+        # Runtimes that run images (cri) pull them, report them on the Node and garbage-collect them.
+        self.images: ImageManager | None = ImageManager(self) if hasattr(self.runtime, "pull_image") else None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -169,6 +198,11 @@ class Kubelet:
             )
             log.warning(self.host_network_warning)
             self.recorder.event(self.node or self.node_ref(), "Warning", "HostNetworkPods", self.host_network_warning)
+        if os.geteuid() == 0 and getattr(self.runtime, "isolated_network", False):
+            from pinnace.kubelet.network.routes import NodeRoutes
+
+            self.routes = NodeRoutes(self.client, self.node_name)
+            await self.routes.start()
         from pinnace.kubelet.server import start_servers
 
         self.servers = await start_servers(self)
@@ -182,23 +216,30 @@ class Kubelet:
             loop.create_task(self.lease_loop(), name="kubelet lease"),
             loop.create_task(self.status_loop(), name="kubelet node status"),
         ]
+        if self.images is not None:
+            self.tasks.append(loop.create_task(self.images.gc_loop(), name="kubelet image gc"))
         self.recorder.event(self.node or self.node_ref(), "Normal", "Starting", "Starting kubelet.")
 
-    async def stop(self, close_runtime: bool = True, remove_pods: bool = False) -> None:
-        """Stop the kubelet. Pods keep running and a new kubelet adopts them, unless `remove_pods`
-        (`pinnace down`): then every container is killed and the sandboxes, volumes and bridge removed."""
+    async def stop(self, close_runtime: bool = True, remove_pods: bool | None = None) -> None:
+        """Stop the kubelet. With `remove_pods` (default: `config.remove_pods_on_stop`) every container
+        is killed and the sandboxes, volumes and bridge removed; otherwise pods keep running and the
+        next kubelet on this data dir adopts them."""
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.factory.stop()
+        if self.routes is not None:
+            await self.routes.stop()
         await asyncio.gather(*(worker.stop() for worker in self.workers.values()))
         for server in self.servers:
             await server.cleanup()
-        if remove_pods or self.config.remove_pods_on_stop:
+        if remove_pods is None:
+            remove_pods = self.config.remove_pods_on_stop
+        if remove_pods:
             await remove_all_pods(self.runtime, self.volumes, self)
-        if close_runtime or remove_pods or self.config.remove_pods_on_stop:
+        if close_runtime or remove_pods:
             await self.runtime.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.recorder.close(), 2)
@@ -431,6 +472,9 @@ class Kubelet:
         if not force and conditions == self.conditions:
             return
         status = self.node_status()
+        if self.images is not None:
+            with contextlib.suppress(Exception):  # the images are informative; never block the heartbeat
+                status["images"] = await self.images.node_images()
         self.node = await self.client.patch("v1/nodes", self.node_name, {"status": status}, patch_type="merge", subresource="status")
         self.conditions = conditions
         if not self.pod_cidr:

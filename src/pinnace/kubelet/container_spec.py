@@ -226,3 +226,36 @@ def qos_class(pod: dict) -> str:
     if guaranteed and set(limits) == {"cpu", "memory"}:
         return "Guaranteed"
     return "Burstable"
+
+
+def resolv_conf(pod: dict, cluster_dns: list[str], cluster_domain: str) -> str | None:
+    """The pod's /etc/resolv.conf per `dnsPolicy` and `dnsConfig`; None means the host's file."""
+    spec = pod["spec"]
+    policy = spec.get("dnsPolicy", "ClusterFirst")
+    if policy == "Default" or (policy == "ClusterFirst" and spec.get("hostNetwork")):
+        return None
+    nameservers: list[str] = []
+    searches: list[str] = []
+    options: list[str] = []
+    if policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
+        if not cluster_dns:
+            return None
+        namespace = pod["metadata"].get("namespace", "default")
+        nameservers = list(cluster_dns)
+        searches = [f"{namespace}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain]
+        options = ["ndots:5"]
+    config = spec.get("dnsConfig") or {}
+    nameservers += [n for n in config.get("nameservers") or [] if n not in nameservers]
+    searches += [n for n in config.get("searches") or [] if n not in searches]
+    for option in config.get("options") or []:
+        name = option["name"]
+        options = [o for o in options if o.split(":")[0] != name]
+        options.append(f"{name}:{option['value']}" if option.get("value") is not None else name)
+    if not nameservers:
+        return None
+    lines = [f"nameserver {server}" for server in nameservers[:3]]
+    if searches:
+        lines.append("search " + " ".join(searches[:6]))
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"

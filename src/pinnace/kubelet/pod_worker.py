@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pinnace.api.quantity import bytes_of, cpu_millis
-from pinnace.kubelet.container_spec import ConfigError, build_env, command_line, qos_class
+from pinnace.kubelet.container_spec import ConfigError, build_env, command_line, qos_class, resolv_conf
+from pinnace.kubelet.images import image_command
 from pinnace.kubelet.probes import Prober, run_handler
 from pinnace.kubelet.runtime.base import (
     ContainerConfig,
@@ -38,6 +39,7 @@ from pinnace.kubelet.runtime.base import (
     RuntimeFailure,
     SandboxState,
 )
+from pinnace.kubelet.security_context import effective_security_context, pod_is_privileged
 from pinnace.kubelet.volumes import VolumeError
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class ContainerTrack:
     started: bool = False
     ready: bool | None = None  # readiness verdict; None until the first one
     liveness_failed: str | None = None
+    image: str | None = None  # the spec's image when this kubelet started the instance; None: adopted
     probers: list[asyncio.Task] = field(default_factory=list)
     waiter: asyncio.Task | None = None
     messages: dict[str, str] = field(default_factory=dict)  # container id -> termination message
@@ -137,7 +140,13 @@ class PodWorker:
                 del self.kubelet.workers[self.key]
 
     async def _run(self) -> None:
-        await self.adopt()
+        while True:
+            try:
+                await self.adopt()
+                break
+            except RuntimeFailure as error:  # the runtime is restarting (containerd): try again, never give up the pod
+                log.warning("pod %s: listing the runtime's state failed: %s; retrying", self.key, error)
+                await asyncio.sleep(1)
         while not self.done.is_set():
             self.wake.clear()
             self.next_deadline = None
@@ -262,9 +271,25 @@ class PodWorker:
         for spec in pod["spec"].get("initContainers") or []:
             track = self.track(spec["name"], True)
             status = statuses.get(track.container_id or "")
+            sidecar = spec.get("restartPolicy") == "Always"
             if status is None:
                 await self.start_container(pod, track, spec)
-                return
+                if not (sidecar and track.started):
+                    return
+                continue
+            if sidecar:
+                # A sidecar (an init container with restartPolicy Always, Kubernetes 1.28+): the next
+                # container starts once it has started, and it is restarted for the pod's lifetime.
+                if status.state == ContainerState.EXITED:
+                    await self.restart_with_backoff(pod, track, spec, status)
+                    return
+                if status.state == ContainerState.RUNNING and track.liveness_failed:
+                    track.liveness_failed = None
+                    await self.kill_container(pod, track, spec, self.grace_period(pod))
+                    return
+                if not track.started:
+                    return
+                continue
             if status.state == ContainerState.RUNNING:
                 return
             if status.state == ContainerState.EXITED:
@@ -284,7 +309,8 @@ class PodWorker:
             if status is None:
                 await self.start_container(pod, track, spec)
                 continue
-            if status.state == ContainerState.RUNNING and status.image != spec.get("image", "") and not track.liveness_failed:
+            image_changed = track.image is not None and track.image != spec.get("image", "")
+            if status.state == ContainerState.RUNNING and image_changed and not track.liveness_failed:
                 # The only mutable container field: like the kubelet, restart the container on the new image.
                 self.kubelet.recorder.event(
                     pod, "Normal", "Killing", f"Container {spec['name']} definition changed, will be restarted"
@@ -346,6 +372,9 @@ class PodWorker:
                     hostname=pod["spec"].get("hostname") or metadata["name"],
                     host_network=bool(pod["spec"].get("hostNetwork")),
                     log_directory=str(self.kubelet.pod_log_dir(pod)),
+                    privileged=pod_is_privileged(pod),
+                    dns_policy=pod["spec"].get("dnsPolicy") or "ClusterFirst",
+                    dns_config=pod["spec"].get("dnsConfig"),
                 )
             )
         except RuntimeFailure as error:
@@ -400,8 +429,19 @@ class PodWorker:
         except ConfigError as error:
             self.config_error(pod, track, str(error))
             return
-        command = command_line(spec, env)
-        if not command:
+        images = getattr(kubelet, "images", None)
+        if images is not None:
+            # A runtime with images: the image comes first; command and args only override its
+            # ENTRYPOINT and CMD, so both may be empty.
+            failure = await images.ensure(pod, spec)
+            if failure is not None:
+                track.waiting_reason, track.waiting_message = failure.reason, failure.message
+                self.schedule(failure.retry_at)
+                return
+            command, args = image_command(spec, env)
+        else:
+            command, args = command_line(spec, env), []
+        if not command and images is None:
             self.config_error(
                 pod, track, "the process runtime runs no images: the container must set `command` (image is only recorded)"
             )
@@ -416,6 +456,7 @@ class PodWorker:
                 host = os.path.join(host, mount["subPath"])
                 os.makedirs(host, exist_ok=True)
             mounts.append(Mount(host, mount["mountPath"], bool(mount.get("readOnly")), mount["name"]))
+        mounts += self.managed_files(pod)
         termination = self.termination_file(pod, spec["name"], attempt)
         termination.parent.mkdir(parents=True, exist_ok=True)
         termination.write_bytes(b"")
@@ -441,6 +482,8 @@ class PodWorker:
             stdin=bool(spec.get("stdin")),
             tty=bool(spec.get("tty")),
             labels={"io.kubernetes.pod.uid": self.uid, "io.kubernetes.container.name": spec["name"]},
+            args=args,
+            security_context=effective_security_context(pod, spec),
         )
         try:
             container_id = await self.runtime.create_container(self.sandbox_id, config)
@@ -454,10 +497,12 @@ class PodWorker:
             track.messages.pop(track.previous_id, None)
         track.previous_id, track.container_id = track.container_id, container_id
         track.restart_count = attempt
+        track.image = spec.get("image", "")
         track.waiting_reason, track.waiting_message = "", ""
         track.started = False
         track.ready = None
-        kubelet.recorder.event(pod, "Normal", "Pulled", f'Container image "{config.image}" already present on machine')
+        if images is None:  # the image manager reported the pull
+            kubelet.recorder.event(pod, "Normal", "Pulled", f'Container image "{config.image}" already present on machine')
         kubelet.recorder.event(pod, "Normal", "Created", f"Created container {spec['name']}")
         try:
             await self.runtime.start_container(container_id)
@@ -476,6 +521,29 @@ class PodWorker:
                 return
         self.start_probers(track, spec)
 
+    def managed_files(self, pod: dict) -> list[Mount]:
+        """/etc/resolv.conf (cluster DNS) and /etc/hosts of a pod with its own network, as the kubelet
+        writes them; only where containers get their own mount namespace (root)."""
+        config = self.kubelet.config
+        if not getattr(self.runtime, "mount_namespaces", False) or not self.pod_ip or not config.cluster_dns:
+            return []
+        resolv = resolv_conf(pod, config.cluster_dns, config.cluster_domain)
+        if resolv is None or pod["spec"].get("hostNetwork"):
+            return []
+        directory = self.kubelet.volumes.pod_dir(pod)
+        directory.mkdir(parents=True, exist_ok=True)
+        mounts = []
+        if resolv is not None:
+            (directory / "resolv.conf").write_text(resolv)
+            mounts.append(Mount(str(directory / "resolv.conf"), "/etc/resolv.conf", True, "resolv.conf"))
+        hostname = pod["spec"].get("hostname") or pod["metadata"]["name"]
+        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", f"{self.pod_ip}\t{hostname}"]
+        for alias in pod["spec"].get("hostAliases") or []:
+            hosts.append(f"{alias['ip']}\t{' '.join(alias.get('hostnames') or [])}")
+        (directory / "hosts").write_text("\n".join(hosts) + "\n")
+        mounts.append(Mount(str(directory / "hosts"), "/etc/hosts", True, "hosts"))
+        return mounts
+
     def config_error(self, pod: dict, track: ContainerTrack, message: str, reason: str = "CreateContainerConfigError") -> None:
         if (track.waiting_reason, track.waiting_message) != (reason, message):
             self.kubelet.recorder.event(pod, "Warning", "Failed", f"Error: {message}")
@@ -490,6 +558,15 @@ class PodWorker:
 
     def exec_in(self, container_id: str):
         async def run(command: list[str], timeout: float) -> tuple[int, bytes]:
+            if hasattr(self.runtime, "exec_sync"):
+                # CRI ExecSync: one round trip, and the runtime enforces the timeout.
+                try:
+                    code, stdout, stderr = await self.runtime.exec_sync(container_id, command, timeout)
+                except RuntimeFailure as error:
+                    if "timeout" in str(error).lower():
+                        raise TimeoutError(str(error)) from error
+                    return 126, str(error).encode()
+                return code, stdout + stderr
             process = await self.runtime.exec(container_id, command, stdin=False, tty=False)
             try:
                 output, _ = await asyncio.wait_for(process.communicate(), timeout)
@@ -685,10 +762,12 @@ class PodWorker:
         if self.final_phase:
             return self.final_phase
         policy = pod["spec"].get("restartPolicy", "Always")
+        init_specs = {c["name"]: c for c in pod["spec"].get("initContainers") or []}
         for status in init_statuses:
-            terminated = status["state"].get("terminated")
-            if terminated and terminated["exitCode"] == 0:
+            spec = init_specs.get(status["name"])
+            if init_done_status(status, spec) or (spec and spec.get("restartPolicy") == "Always" and self.init_done):
                 continue
+            terminated = status["state"].get("terminated")
             if terminated and policy == "Never":
                 return "Failed"
             return "Pending"
@@ -729,7 +808,8 @@ class PodWorker:
         if phase in ("Succeeded", "Failed") and self.final_phase is None:
             self.final_phase = phase
             self.wake.set()  # next sync stops the sandbox
-        initialized = all("terminated" in s["state"] and s["state"]["terminated"]["exitCode"] == 0 for s in init_statuses)
+        init_specs = {c["name"]: c for c in spec.get("initContainers") or []}
+        initialized = self.init_done or all(init_done_status(s, init_specs.get(s["name"])) for s in init_statuses)
         containers_ready = bool(app_statuses) and all(s["ready"] for s in app_statuses)
         if phase in ("Succeeded", "Failed"):
             containers_ready = False
@@ -757,7 +837,7 @@ class PodWorker:
         else:
             ready_reason = "ContainersNotReady"
             ready_message = f"containers with unready status: [{' '.join(not_ready)}]"
-        pending_init = [s["name"] for s in init_statuses if not ("terminated" in s["state"] and s["state"]["terminated"]["exitCode"] == 0)]
+        pending_init = [s["name"] for s in init_statuses if not init_done_status(s, init_specs.get(s["name"]))]
         conditions = [
             condition("PodReadyToStartContainers", self.sandbox_id is not None),
             condition(
@@ -821,3 +901,10 @@ def pod_with_ips(pod: dict, kubelet: Kubelet, ip: str | None) -> dict:
     status["podIPs"] = [{"ip": pod_ip}]
     return {**pod, "status": status}
 
+
+def init_done_status(status: dict, spec: dict | None) -> bool:
+    """An init container counts as done when it succeeded, or, for a sidecar, once it has started."""
+    if spec is not None and spec.get("restartPolicy") == "Always":
+        return bool(status.get("started")) or "running" in status["state"]
+    terminated = status["state"].get("terminated")
+    return bool(terminated) and terminated["exitCode"] == 0

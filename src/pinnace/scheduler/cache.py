@@ -148,7 +148,10 @@ class Cache:
         info = self.nodes.get(name)
         if info is not None:
             self._node_stats(info, -1)
+            zone = info.labels.get(LABEL_ZONE)
             info.set_node(node)
+            if info.labels.get(LABEL_ZONE) != zone:
+                self._node_list = None  # the zone round-robin order changed
         else:
             info = self._placeholders.pop(name, None)
             if info is not None:
@@ -303,6 +306,23 @@ class Cache:
             return
         del self._pods[pi.uid]
         self._unplace(state.info, state.info.node_name)
+
+    def confirm_assumed(self, uid: str, node_name: str, pod: Mapping) -> bool:
+        """The informer reports an assumed pod bound where assumed, unchanged otherwise: keep the
+        parsed pod and just mark it confirmed (the common case, and the cheap one)."""
+        state = self._pods.get(uid)
+        if state is None or not state.assumed or state.info.node_name != node_name:
+            return False
+        info = state.info
+        old = info.pod
+        if (old.get("metadata") or {}).get("labels") != (pod.get("metadata") or {}).get("labels"):
+            return False
+        old_spec, new_spec = old.get("spec") or {}, pod.get("spec") or {}
+        if {k: v for k, v in old_spec.items() if k != "nodeName"} != {k: v for k, v in new_spec.items() if k != "nodeName"}:
+            return False
+        info.pod = pod
+        state.assumed = False
+        return True
 
     def is_assumed(self, uid: str) -> bool:
         state = self._pods.get(uid)

@@ -649,7 +649,13 @@ class BindPlugin(Protocol):
 
 
 class Handle(Protocol):
-    """What the scheduler offers plugins: the cluster snapshot and a few lookups."""
+    """What the scheduler offers plugins: the cluster snapshot and a few lookups.
+
+    The scheduler's handle also has `client` (the API client, for Bind plugins),
+    `nominated_pods(node_name)` / `has_nominated_pods()` (preemptors waiting for room) and
+    `get_waiting_pod(uid)` (pods held at Permit, to `allow(plugin)` or `reject(plugin, message)`);
+    plugins must treat those as optional, as SimpleHandle lacks them.
+    """
 
     snapshot: Any  # pinnace.scheduler.cache.Cache
 

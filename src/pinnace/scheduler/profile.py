@@ -29,7 +29,6 @@ from typing import Any
 import yaml
 
 from pinnace.scheduler.framework import (
-    SKIP,
     Code,
     CycleState,
     Handle,
@@ -45,6 +44,7 @@ from pinnace.scheduler.registry import DEFAULT_PLUGINS, DEFAULT_WEIGHTS, REGISTR
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
 MIN_FEASIBLE_NODES_TO_FIND = 100
 NO_NODES_AVAILABLE = "no nodes available to schedule pods"
+FILTER_CHUNK = 64  # nodes filtered per batch when fewer remain to be found
 MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND = 5
 
 EXTENSION_POINTS = ("preFilter", "filter", "postFilter", "preScore", "score", "reserve", "permit", "bind")
@@ -332,29 +332,74 @@ class Framework:
 
     def find_feasible(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]
                       ) -> tuple[list[NodeInfo], dict[str, Status]]:
-        filters = self.active_filters(state)
+        """Filter nodes, starting where the previous pod stopped, until enough feasible ones are found.
+
+        Same result as checking node after node with every filter (the first rejection is the node's
+        status), computed in chunks so that plugins offering `filter_nodes(state, pod, nodes)` run one
+        tight loop per chunk instead of one call per node.
+        """
         n = len(nodes)
         if n == 0:
             return [], {}
         to_find = num_feasible_nodes_to_find(n, self.percentage)
-        nominated_fn = getattr(self.handle, "nominated_pods", None)
-        any_nominated = bool(nominated_fn and getattr(self.handle, "has_nominated_pods", lambda: True)())
+        start = self.next_start_node_index % n
+        order = nodes[start:] + nodes[:start] if start else nodes
+        if getattr(self.handle, "has_nominated_pods", lambda: False)():
+            return self._find_feasible_one_by_one(state, pod, order, start, to_find)
+        skipped = state.get("__skip_filter__", ())
+        plugins = [p for p in self.filter_plugins if p.name not in skipped]
         feasible: list[NodeInfo] = []
         statuses: dict[str, Status] = {}
-        start = self.next_start_node_index % n
+        pos = 0
+        processed = n
+        while pos < n:
+            need = to_find - len(feasible)
+            chunk = order[pos:pos + max(need, FILTER_CHUNK)]
+            passing = chunk
+            rejected: list[tuple[NodeInfo, Status]] = []
+            for p in plugins:
+                batch = getattr(p, "filter_nodes", None)
+                results = batch(state, pod, passing) if batch is not None else [p.filter(state, pod, x) for x in passing]
+                kept = []
+                for node, status in zip(passing, results, strict=True):
+                    if status is None:
+                        kept.append(node)
+                    else:
+                        if status.code == Code.ERROR:
+                            raise RuntimeError(f"filter plugin {p.name} failed: {status.message()}")
+                        status.plugin = p.name
+                        rejected.append((node, status))
+                passing = kept
+                if not passing:
+                    break
+            if len(passing) >= need:
+                # Enough: stop right after the node that completed the set, as a node-by-node search
+                # would, and forget what was learned about the nodes after it.
+                last = passing[need - 1]
+                cut = next(k for k, node in enumerate(chunk) if node is last)
+                feasible.extend(passing[:need])
+                later = {id(node) for node in chunk[cut + 1:]}
+                for node, status in rejected:
+                    if id(node) not in later:
+                        statuses[node.name] = status
+                processed = pos + cut + 1
+                break
+            feasible.extend(passing)
+            for node, status in rejected:
+                statuses[node.name] = status
+            pos += len(chunk)
+        self.next_start_node_index = (start + processed) % n
+        return feasible, statuses
+
+    def _find_feasible_one_by_one(self, state: CycleState, pod: PodInfo, order: list[NodeInfo], start: int,
+                                  to_find: int) -> tuple[list[NodeInfo], dict[str, Status]]:
+        filters = self.active_filters(state)
+        feasible: list[NodeInfo] = []
+        statuses: dict[str, Status] = {}
         processed = 0
-        order = nodes[start:] + nodes[:start] if start else nodes
         for node in order:
             processed += 1
-            if any_nominated:
-                status = self.run_filters_with_nominated(state, pod, node, filters)
-            else:
-                status = None
-                for name, fn in filters:
-                    status = fn(state, pod, node)
-                    if status is not None:
-                        status.plugin = name
-                        break
+            status = self.run_filters_with_nominated(state, pod, node, filters)
             if status is None:
                 feasible.append(node)
                 if len(feasible) >= to_find:
@@ -363,7 +408,7 @@ class Framework:
                 raise RuntimeError(f"filter plugin {status.plugin} failed: {status.message()}")
             else:
                 statuses[node.name] = status
-        self.next_start_node_index = (start + processed) % n
+        self.next_start_node_index = (start + processed) % len(order)
         return feasible, statuses
 
     # ---- Score
@@ -494,16 +539,3 @@ def _not_allowed_status(framework: Framework, pod: PodInfo, node: NodeInfo, stat
     if status is not None:
         return status
     return unresolvable("node(s) didn't match the requested node name")
-
-
-__all__ = [
-    "SKIP",
-    "FitError",
-    "Framework",
-    "ProfileConfig",
-    "ScheduleResult",
-    "SchedulerConfig",
-    "fit_error_message",
-    "num_feasible_nodes_to_find",
-    "resolve_plugins",
-]

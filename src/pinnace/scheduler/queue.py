@@ -31,8 +31,8 @@ UNSCHEDULABLE_FLUSH_INTERVAL = 30.0
 
 
 class QueuedPodInfo:
-    __slots__ = ("attempts", "backoff_expiration", "initial_attempt_timestamp", "pod_info", "seq", "timestamp",
-                 "unschedulable_plugins")
+    __slots__ = ("attempts", "backoff_expiration", "events", "initial_attempt_timestamp", "pod_info", "seq",
+                 "timestamp", "unschedulable_plugins")
 
     def __init__(self, pod_info: PodInfo, timestamp: float, seq: int) -> None:
         self.pod_info = pod_info
@@ -40,6 +40,7 @@ class QueuedPodInfo:
         self.initial_attempt_timestamp: float | None = None
         self.attempts = 0
         self.unschedulable_plugins: set[str] = set()
+        self.events: frozenset[str] = frozenset()  # what may help it, fixed while it is unschedulable
         self.backoff_expiration = 0.0
         self.seq = seq
 
@@ -51,28 +52,32 @@ class QueuedPodInfo:
         return f"QueuedPodInfo({self.pod_info.key}, attempts={self.attempts})"
 
 
-EventFilter = Callable[[QueuedPodInfo, str], bool]
+# Which cluster events may help an unschedulable pod ("Node/Add", "Pod/Delete", ...; "*": any).
+EventsOf = Callable[[QueuedPodInfo], frozenset[str]]
+ANY_EVENT = frozenset(("*",))
 
 
-def _always(qpi: QueuedPodInfo, event: str) -> bool:
-    return True
+def _any_event(qpi: QueuedPodInfo) -> frozenset[str]:
+    return ANY_EVENT
 
 
 class SchedulingQueue:
     def __init__(self, initial_backoff: float = 1.0, max_backoff: float = 10.0,
                  max_unschedulable: float = UNSCHEDULABLE_MAX_DURATION,
-                 clock: Callable[[], float] = time.monotonic, event_filter: EventFilter = _always) -> None:
+                 clock: Callable[[], float] = time.monotonic, events_of: EventsOf = _any_event) -> None:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.max_unschedulable = max_unschedulable
         self.clock = clock
-        self.event_filter = event_filter
+        self.events_of = events_of
         self._seq = itertools.count()
         self._active: list[tuple[int, float, int, str]] = []
         self._active_pods: dict[str, QueuedPodInfo] = {}
         self._backoff: list[tuple[float, int, str]] = []
         self._backoff_pods: dict[str, QueuedPodInfo] = {}
         self.unschedulable: dict[str, QueuedPodInfo] = {}
+        # Unschedulable pods by the events that may help them, so an event touches only those.
+        self._interested: dict[str, set[str]] = {}
         self._in_flight: dict[str, QueuedPodInfo] = {}
         self.scheduling_cycle = 0
         self.move_request_cycle = -1
@@ -109,7 +114,24 @@ class SchedulingQueue:
 
     def _take(self, uid: str) -> QueuedPodInfo | None:
         """Remove a pod from whichever sub-queue holds it (heap entries go stale and are skipped)."""
-        return self._active_pods.pop(uid, None) or self._backoff_pods.pop(uid, None) or self.unschedulable.pop(uid, None)
+        return self._active_pods.pop(uid, None) or self._backoff_pods.pop(uid, None) or self._pop_unschedulable(uid)
+
+    def _add_unschedulable(self, qpi: QueuedPodInfo) -> None:
+        self.unschedulable[qpi.uid] = qpi
+        qpi.events = self.events_of(qpi)
+        for event in qpi.events:
+            self._interested.setdefault(event, set()).add(qpi.uid)
+
+    def _pop_unschedulable(self, uid: str) -> QueuedPodInfo | None:
+        qpi = self.unschedulable.pop(uid, None)
+        if qpi is not None:
+            for event in qpi.events:
+                uids = self._interested.get(event)
+                if uids is not None:
+                    uids.discard(uid)
+                    if not uids:
+                        del self._interested[event]
+        return qpi
 
     def backoff_duration(self, attempts: int) -> float:
         duration = self.initial_backoff
@@ -202,20 +224,22 @@ class SchedulingQueue:
         if error or self.move_request_cycle >= cycle:
             self._push_backoff(qpi)
         else:
-            self.unschedulable[qpi.uid] = qpi
+            self._add_unschedulable(qpi)
 
     def move_all_to_active_or_backoff(self, event: str) -> int:
         """A cluster event happened; move the unschedulable pods it may help. Returns how many."""
         moved = 0
-        for uid, qpi in list(self.unschedulable.items()):
-            if not self.event_filter(qpi, event):
-                continue
-            del self.unschedulable[uid]
-            if self._backing_off(qpi):
-                self._push_backoff(qpi)
-            else:
-                self._push_active(qpi)
-            moved += 1
+        if self.unschedulable:
+            uids = self._interested.get(event, set()) | self._interested.get("*", set())
+            for uid in uids:
+                qpi = self._pop_unschedulable(uid)
+                if qpi is None:
+                    continue
+                if self._backing_off(qpi):
+                    self._push_backoff(qpi)
+                else:
+                    self._push_active(qpi)
+                moved += 1
         self.move_request_cycle = self.scheduling_cycle
         return moved
 
@@ -237,7 +261,7 @@ class SchedulingQueue:
         moved = 0
         for uid, qpi in list(self.unschedulable.items()):
             if now - qpi.timestamp >= self.max_unschedulable:
-                del self.unschedulable[uid]
+                self._pop_unschedulable(uid)
                 if self._backing_off(qpi):
                     self._push_backoff(qpi)
                 else:

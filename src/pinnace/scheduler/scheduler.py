@@ -15,6 +15,10 @@ Wiring, as Kubernetes' kube-scheduler:
   cluster event that could help.
 - With leader election (default), only the holder of the `kube-system/kube-scheduler` Lease
   schedules; the others wait to take over.
+
+Every scheduled pod costs the API server a binding and an event, so give the scheduler a client
+whose rate limit does not become the scheduler's (`Client(..., qps=None)` or a high `qps`; the
+`pinnace scheduler` command uses 1000).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pinnace.scheduler.framework import Code, CycleState, PodInfo, Status, error
 from pinnace.scheduler.plugins.default_preemption import NAME as PREEMPTION
 from pinnace.scheduler.plugins.default_preemption import Candidate
 from pinnace.scheduler.profile import FitError, Framework, SchedulerConfig
-from pinnace.scheduler.queue import QueuedPodInfo, SchedulingQueue
+from pinnace.scheduler.queue import ANY_EVENT, QueuedPodInfo, SchedulingQueue
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +138,7 @@ class Scheduler:
         self.identity = identity
         self.cache = Cache()
         self.queue = SchedulingQueue(config.pod_initial_backoff_seconds, config.pod_max_backoff_seconds,
-                                     event_filter=self._event_may_help)
+                                     events_of=self._events_that_may_help)
         self.handle = _Handle(self)
         self.profiles: dict[str, Framework] = {
             p.scheduler_name: Framework(p, self.handle, config.percentage_of_nodes_to_score) for p in config.profiles
@@ -252,7 +256,7 @@ class Scheduler:
         self.cache = Cache()
         self.handle.snapshot = self.cache
         self.queue = SchedulingQueue(self.config.pod_initial_backoff_seconds, self.config.pod_max_backoff_seconds,
-                                     event_filter=self._event_may_help)
+                                     events_of=self._events_that_may_help)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -306,7 +310,8 @@ class Scheduler:
                 self.queue.delete(uid)  # bound (by us, or by someone else)
             else:
                 self.queue.delete_nominated(uid)
-            self.cache.add_pod(self._pod_info(new))
+            if was_assigned or not self.cache.confirm_assumed(uid, new["spec"]["nodeName"], new):
+                self.cache.add_pod(self._pod_info(new))
             old_labels = (old.get("metadata") or {}).get("labels")
             new_labels = (new.get("metadata") or {}).get("labels")
             if not was_assigned:
@@ -345,12 +350,12 @@ class Scheduler:
         if (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get("labels"):
             self.queue.move_all_to_active_or_backoff("Namespace/Update")
 
-    def _event_may_help(self, qpi: QueuedPodInfo, event: str) -> bool:
+    def _events_that_may_help(self, qpi: QueuedPodInfo) -> frozenset[str]:
+        """The events registered by the plugins that rejected the pod (any event if unknown)."""
         framework = self.profiles.get(qpi.pod_info.scheduler_name)
         if framework is None or not qpi.unschedulable_plugins:
-            return True
-        events = framework.events_for(qpi.unschedulable_plugins)
-        return "*" in events or event in events
+            return ANY_EVENT
+        return framework.events_for(qpi.unschedulable_plugins)
 
     # ---- the scheduling loop
 

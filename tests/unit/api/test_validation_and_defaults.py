@@ -35,6 +35,14 @@ def test_name_rules_per_kind(kind, name, ok):
     assert (not name_problems(kind, name)) is ok
 
 
+def test_finalizer_and_owner_reference_rules():
+    causes = validate_metadata("ConfigMap", {"name": "c", "finalizers": ["example.com/ok", "bad finalizer!"]}, True)
+    assert [c["field"] for c in causes] == ["metadata.finalizers[1]"]
+    refs = [{"apiVersion": "v1", "kind": "Pod", "name": "p", "uid": "u", "controller": True}, {"apiVersion": "v1", "kind": "Pod", "name": "q", "controller": True}]
+    causes = validate_metadata("ConfigMap", {"name": "c", "ownerReferences": refs}, True)
+    assert [c["field"] for c in causes] == ["metadata.ownerReferences[1].uid", "metadata.ownerReferences"]
+
+
 def test_label_and_annotation_rules():
     causes = validate_metadata("ConfigMap", {"name": "c", "labels": {"bad key!": "v", "ok": "bad value!"}}, True)
     assert [c["field"] for c in causes] == ["metadata.labels", "metadata.labels"]

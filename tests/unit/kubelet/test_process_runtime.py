@@ -136,3 +136,32 @@ async def test_exec_sees_container_env(runtime, tmp_path):
     process = await runtime.exec(cid, ["sh", "-c", "echo $GREETING"], stdin=False, tty=False)
     out, _ = await process.communicate()
     assert out == b"hi\n"
+
+
+async def test_unprivileged_mode_runs_in_the_host_network_and_names_volumes_in_the_environment(tmp_path):
+    from pinnace.kubelet.runtime.base import Mount
+    from pinnace.kubelet.runtime.process import ProcessRuntime
+
+    runtime = ProcessRuntime(tmp_path, pod_cidr="10.42.9.0/24", network=False, cgroups=False, mount_namespaces=False)
+    await runtime.start()
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    (volume / "f").write_text("content")
+    try:
+        sandbox = await runtime.run_pod_sandbox(PodSandboxConfig(name="p", namespace="default", uid="u"))
+        assert (await runtime.pod_sandbox_status(sandbox)).netns is None
+        cid = await runtime.create_container(
+            sandbox,
+            ContainerConfig(
+                name="c", command=["sh", "-c", "cat $PINNACE_VOLUME_MY_DATA/f"], log_path=str(tmp_path / "c.log"),
+                mounts=[Mount(str(volume), "/data", volume="my-data")],
+            ),
+        )
+        await runtime.start_container(cid)
+        await asyncio.wait_for(runtime.wait_container(cid), 5)
+        await asyncio.sleep(0.1)
+        assert (await logs_of(runtime, cid)).strip() == "content"
+    finally:
+        for item in await runtime.list_pod_sandboxes():
+            await runtime.remove_pod_sandbox(item.id)
+        await runtime.close()

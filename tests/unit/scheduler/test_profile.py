@@ -188,3 +188,61 @@ def test_anti_affinity_spreads_three_replicas_and_leaves_the_fourth():
     with pytest.raises(FitError) as info:
         fw.schedule(PodInfo(pod(labels={"app": "web"}, affinity=anti)))
     assert info.value.message() == "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+
+
+def _random_cluster(rng):
+    from .builders import taint as make_taint
+
+    nodes = []
+    for i in range(rng.randrange(1, 260)):
+        taints = [make_taint("dedicated", "db")] if rng.random() < 0.1 else []
+        nodes.append(node(f"n{i:03d}", cpu=rng.choice(["1", "2", "4"]), zone=rng.choice("abc"), taints=taints))
+    placed = {}
+    for n in nodes:
+        if rng.random() < 0.5:
+            placed[n["metadata"]["name"]] = [pod(cpu="500m", labels={"app": rng.choice(["web", "db"])})
+                                             for _ in range(rng.randrange(1, 4))]
+    return nodes, placed
+
+
+def _random_pod(rng):
+    kind = rng.randrange(4)
+    if kind == 0:
+        return pod(cpu=rng.choice(["100m", "1", "3"]))
+    if kind == 1:
+        return pod(labels={"app": "web"}, affinity={"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}})
+    if kind == 2:
+        return pod(labels={"app": "web"}, spread=[{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                                   "whenUnsatisfiable": "DoNotSchedule",
+                                                   "labelSelector": {"matchLabels": {"app": "web"}}}])
+    return pod(cpu="1", tolerations=[{"key": "dedicated", "operator": "Exists"}])
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_chunked_filtering_equals_node_by_node(seed):
+    import random
+
+    from pinnace.scheduler.framework import CycleState
+
+    rng = random.Random(seed)
+    nodes, placed = _random_cluster(rng)
+    handle = cluster(nodes, placed)
+    chunked = framework(handle, percentage=rng.choice([0, 10, 50]))
+    single = framework(handle, percentage=chunked.percentage)
+    start = rng.randrange(len(nodes))
+    chunked.next_start_node_index = single.next_start_node_index = start
+    p = PodInfo(_random_pod(rng))
+    state = CycleState()
+    chunked.run_pre_filter(state, p)
+    all_nodes = handle.snapshot.node_list()
+    a_feasible, a_statuses = chunked.find_feasible(state, p, all_nodes)
+    order = all_nodes[start:] + all_nodes[:start]
+    from pinnace.scheduler.profile import num_feasible_nodes_to_find
+
+    b_feasible, b_statuses = single._find_feasible_one_by_one(
+        state, p, order, start, num_feasible_nodes_to_find(len(all_nodes), single.percentage))
+    assert [n.name for n in a_feasible] == [n.name for n in b_feasible]
+    assert {k: (v.plugin, v.reasons) for k, v in a_statuses.items()} == {
+        k: (v.plugin, v.reasons) for k, v in b_statuses.items()}
+    assert chunked.next_start_node_index == single.next_start_node_index

@@ -43,10 +43,7 @@ def test_backoff_doubles_to_ten_seconds(attempts, seconds):
 
 
 async def test_unschedulable_pod_waits_for_a_helpful_event():
-    def helps(qpi, event):
-        return event == "Node/Add"
-
-    q, clock = make_queue(event_filter=helps)
+    q, clock = make_queue(events_of=lambda qpi: frozenset({"Node/Add"}))
     q.add(PodInfo(pod("p")))
     qpi = await q.pop()
     q.add_unschedulable(qpi, q.scheduling_cycle)
@@ -71,7 +68,7 @@ async def test_event_during_the_cycle_sends_pod_to_backoff():
 
 
 async def test_leftover_unschedulable_pods_retry_after_five_minutes():
-    q, clock = make_queue(event_filter=lambda qpi, event: False)
+    q, clock = make_queue(events_of=lambda qpi: frozenset())
     q.add(PodInfo(pod("p")))
     qpi = await q.pop()
     q.add_unschedulable(qpi, q.scheduling_cycle)
@@ -168,3 +165,12 @@ def test_node_stats_track_taints_and_cordons():
     assert cache.unschedulable_nodes == 1 and cache.tainted_nodes == 1
     cache.update_node(node("n1"))
     assert cache.unschedulable_nodes == 0 and cache.tainted_nodes == 0
+
+
+def test_node_list_follows_zone_changes():
+    cache = Cache()
+    for name, zone in [("a1", "a"), ("a2", "a"), ("b1", "b")]:
+        cache.add_node(node(name, zone=zone))
+    assert [n.name for n in cache.node_list()] == ["a1", "b1", "a2"]
+    cache.update_node(node("a2", zone="b"))
+    assert [n.name for n in cache.node_list()] == ["a1", "a2", "b1"]

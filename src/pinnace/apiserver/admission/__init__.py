@@ -122,6 +122,11 @@ def default_chain(server: Any, names: tuple[str, ...] | None = None) -> Chain:
     ]
     if names is not None:
         plugins = [p for p in plugins if p.name in names]
+    # Always on, whatever the plugin list: who asked for a certificate is recorded by the server, as
+    # Kubernetes' CSR strategy does, never taken from the request body.
+    from pinnace.apiserver.csrsigning import CSRRequester
+
+    plugins.insert(0, CSRRequester())
     return Chain(plugins)
 
 

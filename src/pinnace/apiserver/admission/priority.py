@@ -2,7 +2,8 @@
 
 No class named: the PriorityClass with `globalDefault: true`, or priority 0. The built-in
 `system-cluster-critical` (2000000000) and `system-node-critical` (2000001000) exist without objects.
-An unknown class is a 403 as in Kubernetes; a pod that sets `spec.priority` itself must match.
+An unknown class is a 403 as in Kubernetes; a pod that names a class and sets `spec.priority` must
+match it. Where pinnace differs: a pod that sets `spec.priority` without naming a class keeps it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import Any
 
 from pinnace.apiserver.admission import AdmissionRequest, forbidden
 from pinnace.apiserver.admission._objects import list_objects
-from pinnace.apiserver.errors import NotFound
 
 BUILT_IN = {"system-cluster-critical": 2000000000, "system-node-critical": 2000001000}
 
@@ -33,12 +33,14 @@ class Priority:
         if class_name in BUILT_IN:
             value, policy = BUILT_IN[class_name], "PreemptLowerPriority"
         elif class_name:
-            info = self.server.kinds.by_resource("scheduling.k8s.io/v1/priorityclasses")
-            try:
-                found = await self.server.registry.get(info, None, class_name)
-            except NotFound:
-                raise forbidden(request, f"no PriorityClass with name {class_name} was found") from None
+            found = self.server.security.cached_object("scheduling.k8s.io/v1/priorityclasses", None, class_name)
+            if found is None:
+                raise forbidden(request, f"no PriorityClass with name {class_name} was found")
             value, policy = found.get("value", 0), found.get("preemptionPolicy")
+        elif spec.get("priority") is not None:
+            # Deviation: Kubernetes refuses a bare `spec.priority`; pinnace keeps it when no class is
+            # named, which tests and tools that build pods by hand rely on.
+            return
         else:
             for candidate in await list_objects(self.server, "scheduling.k8s.io/v1/priorityclasses", None):
                 if candidate.get("globalDefault"):

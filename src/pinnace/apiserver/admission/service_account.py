@@ -16,7 +16,6 @@ from typing import Any
 
 from pinnace.apiserver.admission import AdmissionRequest, forbidden
 from pinnace.apiserver.admission._objects import containers
-from pinnace.apiserver.errors import NotFound
 
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 MIRROR = "kubernetes.io/config.mirror"
@@ -57,14 +56,10 @@ class ServiceAccount:
         account_name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         spec["serviceAccountName"] = account_name
         spec["serviceAccount"] = account_name
-        info = self.server.kinds.by_resource("v1/serviceaccounts")
-        try:
-            account: dict | None = await self.server.registry.get(info, request.namespace, account_name)
-        except NotFound:
-            if account_name != "default":
-                raise forbidden(request, f'error looking up service account {request.namespace}/{account_name}: '
-                                         f'serviceaccount "{account_name}" not found') from None
-            account = None
+        account = self.server.security.cached_object("v1/serviceaccounts", request.namespace, account_name)
+        if account is None and account_name != "default":
+            raise forbidden(request, f'error looking up service account {request.namespace}/{account_name}: '
+                                     f'serviceaccount "{account_name}" not found')
         if not self.server.security.config.mount_service_account_token:
             return
         automount = spec.get("automountServiceAccountToken")

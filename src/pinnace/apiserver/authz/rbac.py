@@ -280,10 +280,12 @@ class RBACAuthorizer:
 
     # ---- decisions ----
 
-    def authorize(self, user: Any, attrs: Attributes) -> Decision:
+    def authorize(self, user: Any, attrs: Attributes, request_key: tuple | None = None) -> Decision:
+        """`request_key` (method, path, watch flag) identifies `attrs` more cheaply than the attributes
+        themselves for the decision memo; callers without one get it keyed on the attributes."""
         if MASTERS in user.groups:
             return Decision(True, "system:masters")
-        cache_key = (user.name, user.groups, attrs)
+        cache_key = (user.name, user.groups, request_key if request_key is not None else attrs)
         decision = self._decisions.get(cache_key)
         if decision is not None:
             return decision

@@ -27,14 +27,23 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 
 
 def _delete_link(ipr: IPRoute, name: str) -> None:
-    """Delete a link if it exists; the kernel may remove it under us (a veth dies with its peer)."""
-    if not ipr.link_lookup(ifname=name):
-        return
+    """Delete a link if it exists. By name, not through a link dump: a dump that races with other
+    link changes on the host comes back incomplete ("Dump was interrupted")."""
     try:
         ipr.link("del", ifname=name)
     except NetlinkError as error:
-        if error.code != 19:  # ENODEV: already gone
+        if error.code != 19:  # ENODEV: already gone (a veth dies with its peer)
             raise
+
+
+def _index(ipr: IPRoute, name: str) -> int | None:
+    """A link's index by name, with a single RTM_GETLINK (see _delete_link)."""
+    try:
+        return ipr.link("get", ifname=name)[0]["index"]
+    except NetlinkError as error:
+        if error.code == 19:
+            return None
+        raise
 
 
 def veth_name(sandbox_id: str) -> str:
@@ -50,15 +59,16 @@ class BridgeNetwork:
 
     def ensure_bridge(self) -> None:
         with IPRoute() as ipr:
-            found = ipr.link_lookup(ifname=self.bridge)
-            if not found:
+            index = _index(ipr, self.bridge)
+            if index is None:
                 try:
                     ipr.link("add", ifname=self.bridge, kind="bridge")
                 except NetlinkError as error:
                     if error.code != 17:  # EEXIST: another agent created it meanwhile
                         raise
-                found = ipr.link_lookup(ifname=self.bridge)
-            index = found[0]
+                index = _index(ipr, self.bridge)
+                if index is None:
+                    raise OSError(f"bridge {self.bridge} vanished after creation")
             addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=socket.AF_INET)]
             if self.gateway not in addresses:
                 ipr.addr("add", index=index, address=self.gateway, prefixlen=self.prefixlen)
@@ -93,14 +103,16 @@ class BridgeNetwork:
                 with IPRoute() as ipr:
                     _delete_link(ipr, host_if)
                     ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": peer_tmp, "net_ns_fd": pod_ns})
-                    bridge_index = ipr.link_lookup(ifname=self.bridge)[0]
-                    host_index = ipr.link_lookup(ifname=host_if)[0]
+                    bridge_index = _index(ipr, self.bridge)
+                    host_index = _index(ipr, host_if)
+                    if bridge_index is None or host_index is None:
+                        raise OSError(f"bridge {self.bridge} or veth {host_if} is missing")
                     ipr.link("set", index=host_index, master=bridge_index, state="up")
                 _setns(pod_ns)
                 try:
                     with IPRoute() as ns:  # its netlink socket belongs to the pod's namespace
-                        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-                        index = ns.link_lookup(ifname=peer_tmp)[0]
+                        ns.link("set", index=_index(ns, "lo"), state="up")
+                        index = _index(ns, peer_tmp)
                         ns.link("set", index=index, ifname="eth0")
                         ns.addr("add", index=index, address=address, prefixlen=self.prefixlen)
                         ns.link("set", index=index, state="up")

@@ -47,6 +47,9 @@ class PodSandboxConfig:
     host_network: bool = False
     log_directory: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    privileged: bool = False  # some container of the pod is privileged (runtimes with real isolation)
+    dns_policy: str = "ClusterFirst"
+    dns_config: dict | None = None  # the pod's spec.dnsConfig
 
 
 @dataclass
@@ -75,6 +78,9 @@ class ContainerConfig:
     name: str
     command: list[str]
     image: str = ""
+    # Runtimes with images: `command` replaces the image's ENTRYPOINT and `args` its CMD, as in
+    # Kubernetes. The process runtime has no image and runs `command` followed by `args`.
+    args: list[str] = field(default_factory=list)
     working_dir: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     mounts: list[Mount] = field(default_factory=list)
@@ -86,6 +92,7 @@ class ContainerConfig:
     stdin: bool = False
     tty: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    security_context: dict | None = None  # the pod's and the container's securityContext, merged
 
 
 @dataclass

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 START_TIMEOUT = 20.0
+# No per-pod masquerading: pods reach each other and the node over the bridge without it, and the
+# bridge plugin's iptables calls queue on the xtables lock, which made pod start-up several times
+# slower here (10 concurrent pods: 2.3 s with it, 0.6 s without).
+IP_MASQ = False
 
 
 class ContainerdError(RuntimeError):
@@ -75,7 +79,12 @@ state = "{base}/state"
 """
 
 
-def cni_conflist(pod_cidr: str, bridge: str, name: str = "pinnace") -> dict:
+def cni_conflist(pod_cidr: str, bridge: str, name: str = "pinnace", ipam_dir: str | None = None) -> dict:
+    ipam: dict = {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    if ipam_dir:
+        # host-local keeps its leases per network name in /var/lib/cni by default, shared by every
+        # node on the machine; each node keeps its own.
+        ipam["dataDir"] = ipam_dir
     return {
         "cniVersion": "0.4.0",
         "name": name,
@@ -84,9 +93,9 @@ def cni_conflist(pod_cidr: str, bridge: str, name: str = "pinnace") -> dict:
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": True,
-                "ipMasq": True,
+                "ipMasq": IP_MASQ,
                 "hairpinMode": True,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}]},
+                "ipam": ipam,
             },
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
@@ -96,7 +105,7 @@ def cni_conflist(pod_cidr: str, bridge: str, name: str = "pinnace") -> dict:
 class Containerd:
     """Starts, watches and stops one containerd process rooted at `base`."""
 
-    def __init__(self, base: Path, pod_cidr: str, bridge: str = "pinnace0") -> None:
+    def __init__(self, base: Path, pod_cidr: str | None, bridge: str = "pinnace0") -> None:
         self.base = base
         self.pod_cidr = pod_cidr
         self.bridge = bridge
@@ -113,10 +122,22 @@ class Containerd:
     def write_config(self) -> Path:
         for sub in ("root", "state", "cni", "certs.d", "images"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
-        (self.base / "cni" / "10-pinnace.conflist").write_text(json.dumps(cni_conflist(self.pod_cidr, self.bridge), indent=2))
+        self.write_cni_config()
         path = self.base / "config.toml"
         path.write_text(config_toml(self.base))
         return path
+
+    def write_cni_config(self) -> None:
+        """Write the conflist once the pod CIDR is known; containerd watches the directory and reloads it."""
+        if not self.pod_cidr:
+            return
+        directory = self.base / "cni"
+        directory.mkdir(parents=True, exist_ok=True)
+        # Written aside and renamed, so containerd never loads half a file.
+        tmp = directory / ".10-pinnace.conflist.tmp"
+        conflist = cni_conflist(self.pod_cidr, self.bridge, ipam_dir=str(self.base / "cni-ipam"))
+        tmp.write_text(json.dumps(conflist, indent=2))
+        os.replace(tmp, directory / "10-pinnace.conflist")
 
     async def start(self) -> None:
         binary = shutil.which("containerd")
@@ -125,6 +146,7 @@ class Containerd:
         if not shutil.which("runc"):
             raise ContainerdError("runc is not installed: install Debian's runc")
         config = self.write_config()
+        await asyncio.to_thread(self.stop_stale, config)
         Path(self.socket).unlink(missing_ok=True)
         log_file = open(self.base / "containerd.log", "ab")
         self.process = await asyncio.create_subprocess_exec(
@@ -140,6 +162,26 @@ class Containerd:
                 raise ContainerdError(f"containerd did not open {self.socket} within {START_TIMEOUT:.0f}s")
             await asyncio.sleep(0.05)
         await self.ensure_pause_image()
+
+    def stop_stale(self, config: Path, timeout: float = 10.0) -> None:
+        """Stop a containerd left on our root by an agent that was killed (it was in its own session).
+
+        Two containerds cannot share a root (bolt's lock); pods survive a containerd restart, so the
+        stale one is stopped and ours takes over its state."""
+        import psutil
+
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if process.pid == os.getpid() or "--config" not in cmdline or str(config) not in cmdline:
+                continue
+            log.info("stopping containerd %d left by an earlier agent", process.pid)
+            try:
+                process.terminate()
+                process.wait(timeout)
+            except psutil.TimeoutExpired:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
 
     async def ctr(self, *args: str) -> str:
         process = await asyncio.create_subprocess_exec(

@@ -38,10 +38,23 @@ from pinnace.kubelet.runtime.base import (
     SandboxState,
 )
 from pinnace.kubelet.runtime.containerd import Containerd
+from pinnace.kubelet.runtime.oci_archive import PAUSE_IMAGE
 
 log = logging.getLogger(__name__)
 
 LOG_DIR_ANNOTATION = "pinnace.io/log-directory"
+# The image as the pod spec names it: containerd reports a normalized tag (docker.io/library/...), and
+# the kubelet compares the running image with the spec's to restart containers on an image change.
+IMAGE_LABEL = "pinnace.io/image"
+PRIVILEGED_ANNOTATION = "pinnace.io/privileged"
+SUPERVISE_SECONDS = 1.0
+START_TIMEOUT_SECONDS = 30.0
+# What the kubelet masks and makes read-only in /proc and /sys for unprivileged containers (procMount Default).
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 CPU_PERIOD_US = 100_000
 WAIT_POLL_SECONDS = 0.2
 
@@ -79,7 +92,7 @@ class CriRuntime:
         self,
         *,
         data_dir: str,
-        pod_cidr: str,
+        pod_cidr: str | None,
         endpoint: str | None = None,
         bridge: str = "pinnace0",
         cgroup_root: str = "/pinnace",
@@ -99,6 +112,14 @@ class CriRuntime:
         self.images: rpc.ImageServiceStub | None = None
         self._version = RuntimeVersion("containerd", "unknown")
         self._sandbox_configs: dict[str, pb.PodSandboxConfig] = {}
+        self._supervisor: asyncio.Task | None = None
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._poller: asyncio.Task | None = None
+        self._container_sandboxes: dict[str, str] = {}
+        # Pods always get their own network namespace here; the kubelet waits for a pod CIDR at start.
+        self.network_enabled = True
+        self.isolated_network = True
+        self.mount_namespaces = True
 
     # Life cycle
 
@@ -107,16 +128,64 @@ class CriRuntime:
             self.containerd = Containerd(self.data_dir / "containerd", self.pod_cidr, bridge=self.bridge)
             await self.containerd.start()
             self.endpoint = self.containerd.endpoint
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name="containerd supervisor")
         self.channel = grpc.aio.insecure_channel(self.endpoint)
         self.runtime = rpc.RuntimeServiceStub(self.channel)
         self.images = rpc.ImageServiceStub(self.channel)
-        try:
-            version = await self.runtime.Version(pb.VersionRequest(), timeout=10)
-        except grpc.aio.AioRpcError as error:
-            raise RuntimeFailure(f"the CRI endpoint {self.endpoint} does not answer: {error.details()}") from error
+        # After a restart the CRI plugin answers "not initialized" while it recovers its sandboxes.
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            try:
+                version = await self.runtime.Version(pb.VersionRequest(), timeout=10)
+                break
+            except grpc.aio.AioRpcError as error:
+                if time.monotonic() > deadline:
+                    raise RuntimeFailure(f"the CRI endpoint {self.endpoint} does not answer: {error.details()}") from error
+                await asyncio.sleep(0.1)
         self._version = RuntimeVersion(version.runtime_name, version.runtime_version)
 
+    async def _supervise(self) -> None:
+        """Restart our containerd when it dies; running pods survive that (their shims stay)."""
+        assert self.containerd is not None
+        while True:
+            process = self.containerd.process
+            if process is not None:
+                await process.wait()
+            await asyncio.sleep(SUPERVISE_SECONDS)
+            if self.containerd.process is not process and self.containerd.process is not None:
+                continue  # restarted by someone else meanwhile
+            log.warning("containerd exited (status %s); restarting it", process.returncode if process else None)
+            try:
+                await self.containerd.start()
+            except Exception as error:  # keep trying: the kubelet is useless without its runtime
+                log.error("restarting containerd: %s", error)
+
+    def set_pod_cidr(self, cidr: str) -> None:
+        """The node's podCIDR is known: (re)write the CNI config, which containerd reloads by itself."""
+        self.pod_cidr = cidr
+        if self.containerd is not None:
+            self.containerd.pod_cidr = cidr
+            self.containerd.write_cni_config()
+
+    async def delete_bridge(self) -> None:
+        if self.containerd is None:
+            return  # an external runtime owns its network
+        process = await asyncio.create_subprocess_exec(
+            "ip", "link", "del", self.bridge, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        await process.wait()
+
     async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
         if self.channel is not None:
             await self.channel.close()
             self.channel = None
@@ -150,27 +219,46 @@ class CriRuntime:
             pid=pb.CONTAINER,
             ipc=pb.POD,
         )
-        dns = None
-        if self.dns_servers and not config.host_network:
-            dns = pb.DNSConfig(
-                servers=self.dns_servers,
-                searches=[f"{config.namespace}.svc.{self.cluster_domain}", f"svc.{self.cluster_domain}", self.cluster_domain],
-                options=["ndots:5"],
-            )
+        dns = self._dns_config(config)
         return pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=config.name, namespace=config.namespace, uid=config.uid, attempt=0),
             hostname=config.hostname or config.name,
             log_directory=config.log_directory,
             dns_config=dns,
             labels=config.labels,
-            annotations={LOG_DIR_ANNOTATION: config.log_directory},
+            annotations={LOG_DIR_ANNOTATION: config.log_directory, PRIVILEGED_ANNOTATION: str(config.privileged).lower()},
             linux=pb.LinuxPodSandboxConfig(
                 cgroup_parent=self._cgroup_parent(config.uid),
-                security_context=pb.LinuxSandboxSecurityContext(namespace_options=namespace_option),
+                security_context=pb.LinuxSandboxSecurityContext(namespace_options=namespace_option,
+                                                                privileged=config.privileged),
             ),
         )
 
+    def _dns_config(self, config: PodSandboxConfig) -> pb.DNSConfig | None:
+        """resolv.conf as the kubelet writes it for the pod's dnsPolicy; None keeps the host's."""
+        policy = config.dns_policy or "ClusterFirst"
+        custom = config.dns_config or {}
+        servers: list[str] = []
+        searches: list[str] = []
+        options: list[str] = []
+        cluster_first = policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not config.host_network)
+        if cluster_first and self.dns_servers:
+            servers = list(self.dns_servers)
+            searches = [f"{config.namespace}.svc.{self.cluster_domain}", f"svc.{self.cluster_domain}", self.cluster_domain]
+            options = ["ndots:5"]
+        elif policy != "None" and not custom:
+            return None  # Default (or no cluster DNS): the host's resolv.conf
+        servers += [s for s in custom.get("nameservers") or [] if s not in servers]
+        searches += [s for s in custom.get("searches") or [] if s not in searches]
+        for option in custom.get("options") or []:
+            text = option["name"] + (f":{option['value']}" if option.get("value") is not None else "")
+            options = [o for o in options if o.split(":", 1)[0] != option["name"]] + [text]
+        return pb.DNSConfig(servers=servers, searches=searches, options=options)
+
     async def run_pod_sandbox(self, config: PodSandboxConfig) -> str:
+        if not self.pod_cidr and self.containerd is not None and not config.host_network:
+            raise RuntimeFailure("the node has no pod CIDR yet: set the Node's spec.podCIDR or --pod-cidr",
+                                 reason="CreatePodSandboxError")
         if config.log_directory:
             Path(config.log_directory).mkdir(parents=True, exist_ok=True)
         sandbox_config = self._sandbox_config(config)
@@ -238,7 +326,11 @@ class CriRuntime:
             log_directory=status.annotations.get(LOG_DIR_ANNOTATION, ""),
             labels=status.labels,
             annotations=status.annotations,
-            linux=pb.LinuxPodSandboxConfig(cgroup_parent=self._cgroup_parent(status.metadata.uid)),
+            linux=pb.LinuxPodSandboxConfig(
+                cgroup_parent=self._cgroup_parent(status.metadata.uid),
+                security_context=pb.LinuxSandboxSecurityContext(
+                    privileged=status.annotations.get(PRIVILEGED_ANNOTATION) == "true"),
+            ),
         )
         self._sandbox_configs[sandbox_id] = config
         return config
@@ -250,14 +342,26 @@ class CriRuntime:
 
         Raises RuntimeFailure with reason ErrImagePull (pull failed) or ErrImageNeverPull.
         """
+        present = await self.image_id(image)
+        if present and pull_policy != "Always":
+            return present
+        if pull_policy == "Never":
+            raise RuntimeFailure(f'Container image "{image}" is not present with pull policy of Never', reason="ErrImageNeverPull")
+        return await self.pull_image(image, docker_configs)
+
+    async def image_id(self, image: str) -> str | None:
+        """The id of `image` when it is present on the node."""
+        if self.images is None:
+            raise RuntimeFailure("the cri runtime is not started")
+        present = await self._call(self.images.ImageStatus, pb.ImageStatusRequest(image=pb.ImageSpec(image=image)),
+                                   reason="ErrImagePull")
+        return present.image.id or None
+
+    async def pull_image(self, image: str, docker_configs: list[dict] | None = None) -> str:
+        """Pull `image` with the first matching credentials; RuntimeFailure(ErrImagePull) on failure."""
         if self.images is None:
             raise RuntimeFailure("the cri runtime is not started")
         spec = pb.ImageSpec(image=image)
-        present = await self._call(self.images.ImageStatus, pb.ImageStatusRequest(image=spec))
-        if present.image.id and pull_policy != "Always":
-            return present.image.id
-        if pull_policy == "Never":
-            raise RuntimeFailure(f'Container image "{image}" is not present with pull policy of Never', reason="ErrImageNeverPull")
         auth = None
         for docker_config in docker_configs or []:
             auth = docker_config_auth(docker_config, image)
@@ -278,6 +382,24 @@ class CriRuntime:
             {"names": list(image.repo_tags) + list(image.repo_digests), "sizeBytes": image.size}
             for image in reply.images
         ]
+
+    async def image_records(self) -> list[dict]:
+        """Every image with its id, names and size (for image garbage collection)."""
+        if self.images is None:
+            return []
+        reply = await self._call(self.images.ListImages, pb.ListImagesRequest())
+        return [{"id": image.id, "names": list(image.repo_tags) + list(image.repo_digests), "sizeBytes": image.size}
+                for image in reply.images]
+
+    async def images_in_use(self) -> set[str]:
+        """Ids of the images of every container and sandbox (pause) that exists, running or not."""
+        listing = await self._call(self._rt.ListContainers, pb.ListContainersRequest())
+        used = {container.image_ref for container in listing.containers}
+        if self.containerd is not None:
+            pause = await self.image_id(PAUSE_IMAGE)
+            if pause:
+                used.add(pause)
+        return used
 
     async def remove_image(self, image: str) -> None:
         if self.images is not None:
@@ -301,7 +423,11 @@ class CriRuntime:
             resources.cpu_quota = max(1000, config.cpu_limit_millis * CPU_PERIOD_US // 1000)
         if config.cpu_request_millis:
             resources.cpu_shares = max(2, config.cpu_request_millis * 1024 // 1000)
-        args = list(getattr(config, "args", None) or [])
+        security = await self._security_context(config)
+        # The CRI log path is relative to the sandbox's log directory; the kubelet hands an absolute one.
+        log_path = config.log_path or f"{config.name}/{config.attempt}.log"
+        if os.path.isabs(log_path) and sandbox_config.log_directory:
+            log_path = os.path.relpath(log_path, sandbox_config.log_directory)
         request = pb.CreateContainerRequest(
             pod_sandbox_id=sandbox_id,
             sandbox_config=sandbox_config,
@@ -309,20 +435,68 @@ class CriRuntime:
                 metadata=pb.ContainerMetadata(name=config.name, attempt=config.attempt),
                 image=pb.ImageSpec(image=config.image),
                 command=list(config.command),
-                args=args,
+                args=list(config.args),
                 working_dir=config.working_dir or "",
                 envs=[pb.KeyValue(key=k, value=v) for k, v in config.env.items()],
                 mounts=[pb.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.read_only)
                         for m in config.mounts],
-                labels=config.labels,
-                log_path=config.log_path or f"{config.name}/{config.attempt}.log",
+                labels={**config.labels, IMAGE_LABEL: config.image},
+                log_path=log_path,
                 stdin=config.stdin,
                 tty=config.tty,
-                linux=pb.LinuxContainerConfig(resources=resources),
+                linux=pb.LinuxContainerConfig(resources=resources, security_context=security),
             ),
         )
         reply = await self._call(self._rt.CreateContainer, request, reason="CreateContainerError")
+        self._container_sandboxes[reply.container_id] = sandbox_id
         return reply.container_id
+
+    async def _security_context(self, config: ContainerConfig) -> pb.LinuxContainerSecurityContext:
+        """Kubernetes' securityContext (pod's and container's, merged) as the CRI's Linux one."""
+        context = config.security_context or {}
+        privileged = bool(context.get("privileged"))
+        security = pb.LinuxContainerSecurityContext(
+            namespace_options=pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER, ipc=pb.POD),
+            privileged=privileged,
+            readonly_rootfs=bool(context.get("readOnlyRootFilesystem")),
+            # allowPrivilegeEscalation defaults to true; a privileged container always may escalate.
+            no_new_privs=context.get("allowPrivilegeEscalation") is False and not privileged,
+            supplemental_groups=[int(g) for g in context.get("supplementalGroups") or []],
+        )
+        if context.get("fsGroup") is not None:
+            security.supplemental_groups.append(int(context["fsGroup"]))
+        if context.get("runAsUser") is not None:
+            security.run_as_user.value = int(context["runAsUser"])
+        if context.get("runAsGroup") is not None:
+            security.run_as_group.value = int(context["runAsGroup"])
+        capabilities = context.get("capabilities") or {}
+        if capabilities:
+            security.capabilities.add_capabilities.extend(capabilities.get("add") or [])
+            security.capabilities.drop_capabilities.extend(capabilities.get("drop") or [])
+        if not privileged:
+            security.masked_paths.extend(MASKED_PATHS)
+            security.readonly_paths.extend(READONLY_PATHS)
+        if context.get("runAsNonRoot"):
+            await self._verify_non_root(config, context)
+        return security
+
+    async def _verify_non_root(self, config: ContainerConfig, context: dict) -> None:
+        """runAsNonRoot: refuse a container that would run as uid 0, with the kubelet's messages."""
+        uid: int | None = context.get("runAsUser")
+        if uid is None and self.images is not None:
+            reply = await self._call(self.images.ImageStatus, pb.ImageStatusRequest(image=pb.ImageSpec(image=config.image)),
+                                     reason="CreateContainerConfigError")
+            if reply.image.HasField("uid"):
+                uid = reply.image.uid.value
+            elif reply.image.username:
+                raise RuntimeFailure(
+                    f"container has runAsNonRoot and image has non-numeric user ({reply.image.username}), "
+                    "cannot verify user is non-root", reason="CreateContainerConfigError")
+            else:
+                uid = 0  # no USER in the image: root
+        if uid == 0:
+            raise RuntimeFailure(f"container has runAsNonRoot and image will run as root (container: {config.name})",
+                                 reason="CreateContainerConfigError")
 
     async def start_container(self, container_id: str) -> None:
         await self._call(self._rt.StartContainer, pb.StartContainerRequest(container_id=container_id), reason="RunContainerError")
@@ -333,6 +507,7 @@ class CriRuntime:
 
     async def remove_container(self, container_id: str) -> None:
         await self._call(self._rt.RemoveContainer, pb.RemoveContainerRequest(container_id=container_id))
+        self._container_sandboxes.pop(container_id, None)
 
     def _status(self, status: pb.ContainerStatus, sandbox_id: str = "") -> ContainerStatus:
         state = _CONTAINER_STATES.get(status.state, ContainerState.UNKNOWN)
@@ -342,7 +517,7 @@ class CriRuntime:
             name=status.metadata.name,
             attempt=status.metadata.attempt,
             state=state,
-            image=status.image.image,
+            image=status.labels.get(IMAGE_LABEL) or status.image.image,
             created_at=status.created_at / 1e9,
             started_at=status.started_at / 1e9 if status.started_at else None,
             finished_at=status.finished_at / 1e9 if status.finished_at else None,
@@ -350,7 +525,7 @@ class CriRuntime:
             reason=status.reason,
             message=status.message,
             log_path=status.log_path,
-            labels=dict(status.labels),
+            labels={k: v for k, v in status.labels.items() if k != IMAGE_LABEL},
         )
 
     async def container_status(self, container_id: str) -> ContainerStatus | None:
@@ -360,10 +535,12 @@ class CriRuntime:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
             raise RuntimeFailure(error.details() or str(error.code())) from error
-        sandbox_id = ""
-        listing = await self._call(self._rt.ListContainers, pb.ListContainersRequest(filter=pb.ContainerFilter(id=container_id)))
-        if listing.containers:
-            sandbox_id = listing.containers[0].pod_sandbox_id
+        sandbox_id = self._container_sandboxes.get(container_id)
+        if sandbox_id is None:  # a container's sandbox never changes: ask once
+            listing = await self._call(self._rt.ListContainers, pb.ListContainersRequest(filter=pb.ContainerFilter(id=container_id)))
+            sandbox_id = listing.containers[0].pod_sandbox_id if listing.containers else ""
+            if sandbox_id:
+                self._container_sandboxes[container_id] = sandbox_id
         return self._status(reply.status, sandbox_id)
 
     async def list_containers(self, sandbox_id: str | None = None) -> list[ContainerStatus]:
@@ -377,12 +554,34 @@ class CriRuntime:
         return result
 
     async def wait_container(self, container_id: str) -> None:
-        # containerd 1.6 has no CRI container events; poll the status.
-        while True:
-            status = await self.container_status(container_id)
-            if status is None or status.state != ContainerState.RUNNING:
-                return
+        # containerd 1.6 has no CRI container events. One poller lists every container's state for all
+        # waiters: a poll per container would cost the runtime hundreds of calls a second at 100 pods.
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(container_id, []).append(waiter)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll_exits(), name="cri exit poller")
+        try:
+            await waiter
+        finally:
+            waiters = self._waiters.get(container_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(container_id, None)
+
+    async def _poll_exits(self) -> None:
+        while self._waiters:
             await asyncio.sleep(WAIT_POLL_SECONDS)
+            try:
+                listing = await self._rt.ListContainers(pb.ListContainersRequest(), timeout=30)
+            except grpc.aio.AioRpcError:
+                continue  # containerd restarting: the containers are still there, ask again
+            running = {c.id for c in listing.containers if c.state == pb.CONTAINER_RUNNING}
+            for container_id, waiters in list(self._waiters.items()):
+                if container_id not in running:
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
 
     # Streaming
 
@@ -438,3 +637,19 @@ def remove_cgroup_tree(parent: str) -> None:
                 directory.rmdir()
         with contextlib.suppress(OSError):
             root.rmdir()
+
+
+async def remove_cri_node(data_dir: str, bridge: str, cgroup_root: str) -> None:
+    """Remove what a cri node left on this machine after its agent is gone: every pod (through its own
+    containerd, started again for this), then containerd, the bridge and the node's cgroups."""
+    runtime = CriRuntime(data_dir=data_dir, pod_cidr=None, bridge=bridge, cgroup_root=cgroup_root)
+    await runtime.start()
+    try:
+        for sandbox in await runtime.list_pod_sandboxes():
+            with contextlib.suppress(RuntimeFailure):
+                await runtime.stop_pod_sandbox(sandbox.id)
+                await runtime.remove_pod_sandbox(sandbox.id)
+    finally:
+        await runtime.close()
+        await runtime.delete_bridge()
+        await asyncio.to_thread(remove_cgroup_tree, runtime.cgroup_root)

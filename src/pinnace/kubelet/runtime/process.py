@@ -66,6 +66,7 @@ from pinnace.kubelet.runtime.crilog import CriLogWriter, LogPumpProtocol
 
 log = logging.getLogger(__name__)
 
+CLONE_FS = 0x00000200
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY = 1
@@ -168,7 +169,8 @@ class _Spawner:
     A fork with a preexec hook copies the whole kubelet's page tables (10-30 ms, holding the event
     loop); vfork is about 0.1 ms but allows no code in the child. Namespaces and cgroups are inherited
     from the forking *thread*, so this thread joins the pod's network namespace (setns is per thread)
-    and the container's cgroups (cgroup v1 `tasks` moves one thread), spawns, and goes home again.
+    and the container's cgroups (cgroup v1 `tasks` moves one thread), makes the container's private
+    mount namespace with its bind mounts, spawns, and goes home again.
     """
 
     def __init__(self) -> None:
@@ -176,6 +178,7 @@ class _Spawner:
 
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="pinnace-spawn")
         self.host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
+        self.host_mntns: int | None = None
         self.home: dict[str, str] = {}  # controller -> the spawner thread's own cgroup directory
         try:
             for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -191,16 +194,41 @@ class _Spawner:
         with open(os.path.join(directory, "tasks"), "w") as tasks:
             tasks.write(str(tid))
 
-    def spawn(self, argv: list[str], netns_fd: int | None, cgroups: list[str], cwd: str | None, kwargs: dict) -> subprocess.Popen:
+    def _enter_private_mounts(self, mounts: list[Mount]) -> None:
+        """Put this thread in a fresh private mount namespace with the container's bind mounts."""
+        if self.host_mntns is None:
+            # setns/unshare of a mount namespace needs a thread that shares no filesystem context.
+            _check(_libc.unshare(CLONE_FS), "unshare CLONE_FS")
+            self.host_mntns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        _check(_libc.unshare(CLONE_NEWNS), "unshare CLONE_NEWNS")
+        _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount private")
+        for mount in mounts:
+            source, target = mount.host_path.encode(), mount.container_path.encode()
+            _check(_libc.mount(source, target, None, MS_BIND | MS_REC, None), f"bind {mount.container_path}")
+            if mount.read_only:
+                flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC
+                _check(_libc.mount(source, target, None, flags, None), f"read-only {mount.container_path}")
+
+    def spawn(
+        self, argv: list[str], netns_fd: int | None, cgroups: list[str], cwd: str | None, kwargs: dict,
+        mounts: list[Mount] | None = None,
+    ) -> subprocess.Popen:
         tid = threading.get_native_id()
         moved: list[str] = []
+        in_private_mounts = False
         try:
             _check(_libc.setns(netns_fd if netns_fd is not None else self.host_netns, CLONE_NEWNET), "setns")
             for directory in cgroups:
                 self._join(directory, tid)
                 moved.append(directory)
+            if mounts:
+                in_private_mounts = True
+                self._enter_private_mounts(mounts)
             return subprocess.Popen(argv, cwd=cwd, **kwargs)
         finally:
+            if in_private_mounts and self.host_mntns is not None:
+                # The namespace lives on in the child; this thread goes back to the host's.
+                _check(_libc.setns(self.host_mntns, CLONE_NEWNS), "setns back to the host mounts")
             for directory in moved:
                 controller = directory[len(CGROUP_ROOT) + 1 :].split("/", 1)[0]
                 home = self.home.get(controller)
@@ -597,28 +625,6 @@ class ProcessRuntime:
         if cwd and not os.path.isdir(cwd) and not mounts:
             cwd = None
 
-        def preexec() -> None:
-            # Runs in the forked child before exec: only async-signal-safe-ish calls, no locks.
-            if netns_fd is not None:
-                _check(_libc.setns(netns_fd, CLONE_NEWNET), "setns")
-            for procs in cgroup_procs:
-                fd = os.open(procs, os.O_WRONLY)
-                os.write(fd, b"0")
-                os.close(fd)
-            if mounts:
-                _check(_libc.unshare(CLONE_NEWNS), "unshare")
-                _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount private")
-                for mount in mounts:
-                    src, dst = mount.host_path.encode(), mount.container_path.encode()
-                    _check(_libc.mount(src, dst, None, MS_BIND | MS_REC, None), f"bind {mount.container_path}")
-                    if mount.read_only:
-                        _check(
-                            _libc.mount(src, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, None),
-                            f"read-only {mount.container_path}",
-                        )
-                if cwd:
-                    os.chdir(cwd)
-
         popen_args = {
             "stdin": subprocess.DEVNULL,
             "stdout": children[0],
@@ -628,16 +634,10 @@ class ProcessRuntime:
             "close_fds": True,
         }
         try:
-            if mounts:
-                # A private mount namespace must be made in the child: fork with a preexec hook (slower).
-                # Popen rather than asyncio's subprocess: a pidfd on the loop replaces asyncio's child
-                # watcher (one thread per child on Python 3.11).
-                popen = subprocess.Popen(record["command"], preexec_fn=preexec, **popen_args)  # noqa: ASYNC220
-            else:
-                dirs = [os.path.dirname(procs) for procs in cgroup_procs]
-                popen = await loop.run_in_executor(
-                    self._spawner.executor, self._spawner.spawn, record["command"], netns_fd, dirs, cwd, popen_args
-                )
+            dirs = [os.path.dirname(procs) for procs in cgroup_procs]
+            popen = await loop.run_in_executor(
+                self._spawner.executor, self._spawner.spawn, record["command"], netns_fd, dirs, cwd, popen_args, mounts
+            )
         except (OSError, subprocess.SubprocessError) as error:
             for fd in readers:
                 os.close(fd)

@@ -170,6 +170,35 @@ class InterPodAffinity:
                     return _EXISTING_ANTI_AFFINITY
         return None
 
+    def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[Status | None]:
+        s: _FilterState | None = state.get(NAME)
+        if s is None:
+            return [None] * len(nodes)
+        if pod.required_affinity_terms:
+            return [self.filter(state, pod, n) for n in nodes]
+        anti = s.anti_affinity
+        anti_keys = [t.topology_key for t in pod.required_anti_affinity_terms] if anti else []
+        existing = s.existing_anti_affinity
+        existing_keys = list(s.existing_keys) if existing else []
+        results: list[Status | None] = []
+        append = results.append
+        for n in nodes:
+            labels = n.labels
+            status = None
+            for key in anti_keys:
+                value = labels.get(key)
+                if value is not None and anti.get((key, value), 0) > 0:
+                    status = _ANTI_AFFINITY
+                    break
+            if status is None:
+                for key in existing_keys:
+                    value = labels.get(key)
+                    if value is not None and existing.get((key, value), 0) > 0:
+                        status = _EXISTING_ANTI_AFFINITY
+                        break
+            append(status)
+        return results
+
     # ---- PreFilterExtensions (preemption dry runs)
 
     def _update(self, state: CycleState, pod: PodInfo, other: PodInfo, node: NodeInfo, sign: int) -> None:

@@ -125,6 +125,23 @@ class NodeResourcesFit:
         reasons = insufficient(pod, node, self.ignored, self.ignored_groups)
         return unschedulable(*reasons) if reasons else None
 
+    def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[Status | None]:
+        want = pod.requests
+        if want.scalar or want.ephemeral_storage:
+            return [self.filter(state, pod, n) for n in nodes]
+        cpu, memory = want.milli_cpu, want.memory
+        results: list[Status | None] = []
+        append = results.append
+        for n in nodes:
+            alloc = n.allocatable
+            used = n.requested
+            if len(n.pods) < alloc.allowed_pods and cpu + used.milli_cpu <= alloc.milli_cpu \
+                    and memory + used.memory <= alloc.memory:
+                append(None)
+            else:
+                append(self.filter(state, pod, n))
+        return results
+
     def _requested(self, pod: PodInfo, node: NodeInfo, name: str) -> tuple[int, int]:
         if name == "cpu":
             return node.non_zero_cpu + pod.non_zero_cpu, node.allocatable.milli_cpu

@@ -171,6 +171,26 @@ class PodTopologySpread:
                 return _SKEWED
         return None
 
+    def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[Status | None]:
+        s: _FilterState | None = state.get(NAME)
+        if s is None:
+            return [None] * len(nodes)
+        if len(s.constraints) != 1:
+            return [self.filter(state, pod, n) for n in nodes]
+        key = s.constraints[0].topology_key
+        blocked, counts, zero_blocked = s.blocked[0], s.counts[0], s.zero_blocked[0]
+        results: list[Status | None] = []
+        append = results.append
+        for n in nodes:
+            value = n.labels.get(key)
+            if value is None:
+                append(_MISSING_LABEL)
+            elif value in blocked or (zero_blocked and value not in counts):
+                append(_SKEWED)
+            else:
+                append(None)
+        return results
+
     def _update(self, state: CycleState, pod: PodInfo, other: PodInfo, node: NodeInfo, sign: int) -> None:
         s: _FilterState | None = state.get(NAME)
         if s is None or other.namespace != pod.namespace:

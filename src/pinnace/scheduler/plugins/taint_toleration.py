@@ -71,6 +71,9 @@ class TaintToleration:
             return None
         return unresolvable(f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}")
 
+    def filter_nodes(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[Status | None]:
+        return [self.filter(state, pod, n) if n.schedule_taints else None for n in nodes]
+
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
         if (self.handle.snapshot.prefer_no_schedule_nodes == 0 if self.handle is not None
                 else not any(n.prefer_no_schedule_taints for n in nodes)):
