@@ -2,9 +2,9 @@
 
 - `api_server`: a fresh, real `ApiServer` for one test, on free ports of 127.0.0.1 (HTTPS with the
   admin token, plus the plain-HTTP `insecure_url`), with its data dir in the test's tmp dir (other
-  `ServerConfig` fields through indirect parametrization). It runs
-  in its own thread and event loop, so sync tests (real kubectl, the official `kubernetes` client)
-  and async tests (`pinnace.client`) can both use it; talk to it only over HTTP.
+  `ServerConfig` fields through indirect parametrization). It runs in its own thread and event loop,
+  so sync tests (real kubectl, the official `kubernetes` client) and async tests (`pinnace.client`)
+  can both use it; talk to it only over HTTP (`api_server.loop` runs coroutines on its loop).
 - `kubeconfig`: the path of its admin kubeconfig.
 - `kubectl`: runs the real kubectl (1.32 by default; `version="1.27"` for the other installed ones)
   with that kubeconfig and an isolated cache dir; returns the CompletedProcess (text mode).

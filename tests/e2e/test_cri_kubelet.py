@@ -28,7 +28,7 @@ import pytest
 from pinnace.kubelet.agent import Kubelet
 from pinnace.kubelet.runtime.cri import remove_cgroup_tree
 from pinnace.kubelet.runtime.oci_archive import ImageConfig, build_busybox_image
-from pinnace.kubelet.testing import condition, container_status, kubelet_config, pod, wait_for
+from pinnace.kubelet.testing import condition, container_status, free_port, kubelet_config, pod, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -220,8 +220,10 @@ async def test_deployment_from_a_registry_on_pod_ips_with_exec_and_port_forward(
 
 async def test_sidecars_share_localhost_and_an_empty_dir_and_logs_follow(client, node, kubectl_async):
     volume = [{"name": "shared", "mountPath": "/shared"}]
+    host_port = free_port()
     await client.create("v1/pods", pod("pair", [
-        {"name": "web", "image": HTTPD, "args": ["httpd", "-f", "-p", "8080", "-h", "/shared"], "volumeMounts": volume},
+        {"name": "web", "image": HTTPD, "args": ["httpd", "-f", "-p", "8080", "-h", "/shared"], "volumeMounts": volume,
+         "ports": [{"containerPort": 8080, "hostPort": host_port}]},
         {"name": "writer", "image": BUSYBOX, "volumeMounts": volume, "command": ["sh", "-c"],
          "args": ["echo from-the-writer > /shared/index.html; sleep 1; "
                   "while true; do wget -qO- http://localhost:8080/index.html; sleep 1; done"]},
@@ -236,9 +238,12 @@ async def test_sidecars_share_localhost_and_an_empty_dir_and_logs_follow(client,
         await follower.wait()
     code, out, err = await kubectl_async("logs", "pair", "-c", "writer", "--tail=1", "--timestamps")
     assert code == 0 and out.startswith("20") and out.strip().endswith("from-the-writer"), err
+    # The hostPort, on the node's address on the pod bridge.
+    gateway = str(next(ipaddress.ip_network(node.config.pod_cidr).hosts()))
+    assert "from-the-writer" in await http_get(gateway, host_port, "/index.html")
 
 
-async def test_missing_image_backs_off_and_oom_is_reported(client, node):
+async def test_missing_image_backs_off_oom_is_reported_and_security_context_holds(client, node):
     missing = "127.0.0.1:1/nothing/here:v1"
     node.config.backoff_initial, node.config.backoff_max = 3.0, 6.0  # long enough to see ErrImagePull first
     await client.create("v1/pods", pod("missing", [{"name": "c", "image": missing}], nodeName=node.node_name),
@@ -246,6 +251,13 @@ async def test_missing_image_backs_off_and_oom_is_reported(client, node):
     hog = {"name": "hog", "image": BUSYBOX, "resources": {"limits": {"memory": "16Mi"}},
            "command": ["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo done"]}
     await client.create("v1/pods", pod("hog", [hog], nodeName=node.node_name, restartPolicy="Never"), namespace="default")
+    locked = {"name": "c", "image": BUSYBOX, "command": ["sleep", "3600"],
+              "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                                  "capabilities": {"drop": ["ALL"]}}}
+    await client.create("v1/pods", pod("locked", [locked], nodeName=node.node_name,
+                                       securityContext={"runAsUser": 1000, "runAsGroup": 3000}), namespace="default")
+    await client.create("v1/pods", pod("rooted", [{"name": "c", "image": BUSYBOX, "command": ["sleep", "3600"]}],
+                                       nodeName=node.node_name, securityContext={"runAsNonRoot": True}), namespace="default")
 
     seen: set[str] = set()
 
@@ -257,6 +269,14 @@ async def test_missing_image_backs_off_and_oom_is_reported(client, node):
     stuck = await wait_for(client, "missing", waiting, timeout=20)
     message = container_status(stuck, "c")["state"]["waiting"]["message"]
     assert f'Back-off pulling image "{missing}"' in message and "nothing/here" in message
+
+    running = await wait_for(client, "locked", ready, timeout=30)
+    container_id = container_status(running, "c")["containerID"].split("://", 1)[1]
+    _, out, _ = await node.runtime.exec_sync(container_id, ["sh", "-c", "id -u; id -g; touch /x || echo read-only"], 10)
+    assert out.decode().split() == ["1000", "3000", "read-only"]
+    refused = await wait_for(client, "rooted", lambda p: "waiting" in container_status(p, "c").get("state", {})
+                             and container_status(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError")
+    assert "runAsNonRoot and image will run as root" in container_status(refused, "c")["state"]["waiting"]["message"]
 
     done = await wait_for(client, "hog", lambda p: p["status"].get("phase") == "Failed", timeout=30)
     terminated = container_status(done, "hog")["state"]["terminated"]

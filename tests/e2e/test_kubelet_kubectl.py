@@ -176,7 +176,9 @@ async def test_image_change_restarts_the_container(client, kubelet):
     await running(client, kubelet, "img", container("c", "sleep", "60"))
     await client.patch("v1/pods", "img", {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}, namespace="default", patch_type="strategic")
     p = await wait_for(client, "img", lambda p: p["status"]["containerStatuses"][0]["image"] == "busybox:2" and "running" in p["status"]["containerStatuses"][0]["state"])
-    assert p["status"]["containerStatuses"][0]["restartCount"] == 1
+    events = [e["message"] for e in (await client.list("v1/events", namespace="default"))["items"] if e["involvedObject"]["name"] == "img"]
+    assert p["status"]["containerStatuses"][0]["restartCount"] >= 1, events
+    assert any("definition changed" in message for message in events)
 
 
 async def test_python_client_exec_and_port_forward_over_websocket(client, kubelet, kubeconfig):
@@ -266,6 +268,19 @@ async def test_kubelet_api_accepts_only_the_api_servers_client_certificate(clien
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"https://127.0.0.1:{guarded.port}/pods", ssl=insecure) as response:
                     response.raise_for_status()
+        from pinnace.apiserver import certs
+
+        ca_cert, ca_key = certs.load_ca(api_server.certs)
+        other_cert, other_key = certs.issue(ca_cert, ca_key, "someone-else")
+        (tmp_path / "other.crt").write_bytes(other_cert)
+        (tmp_path / "other.key").write_bytes(other_key)
+        other = ssl.create_default_context()
+        other.check_hostname = False
+        other.verify_mode = ssl.CERT_NONE
+        other.load_cert_chain(str(tmp_path / "other.crt"), str(tmp_path / "other.key"))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"https://127.0.0.1:{guarded.port}/pods", ssl=other) as response:
+                assert response.status == 403
         node = await client.get("v1/nodes", guarded.node_name)
         cert = api_server.ca_path.parent / "kubelet-client.crt"
         summary = await kubelet_get(node, "/stats/summary", client_cert=str(cert), client_key=str(cert.with_suffix(".key")))

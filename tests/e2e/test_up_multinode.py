@@ -133,7 +133,7 @@ async def test_three_nodes_spread_serve_and_replace_a_lost_node(tmp_path: Path) 
         lost_name, lost_node = next((name, component) for name, component in cluster.stack
                                     if isinstance(component, NodeTeardown) and name.endswith("-3"))
         lost = lost_node.kubelet.node_name
-        await lost_node.kubelet.stop(close_runtime=False)
+        await lost_node.kubelet.stop(close_runtime=False, remove_pods=False)
 
         async def replaced():
             pods = await running_pods(client)

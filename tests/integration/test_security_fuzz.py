@@ -5,7 +5,10 @@ an answer within seconds (no hang), never a 500, and for every rejection a prope
 whose `code` is the HTTP status. The budget is bounded for CI (`PINNACE_FUZZ_EXAMPLES`, default 120
 examples per kind, about a minute in all); a longer run is the same suite with a larger number:
 
-    PINNACE_FUZZ_EXAMPLES=5000 pytest tests/integration/test_security_fuzz.py
+    PINNACE_FUZZ_EXAMPLES=5000 pytest --timeout 0 tests/integration/test_security_fuzz.py
+
+(each watch example waits up to a second, so long runs need pytest-timeout lifted). What earlier
+runs found stays pinned in `test_regressions_found_by_fuzzing`.
 """
 
 from __future__ import annotations
@@ -221,6 +224,33 @@ def test_fuzz_paths_methods_and_headers(http) -> None:
         assert response.status_code < 500 or response.status_code in (503,), response.text[:300]
 
     run()
+
+
+REGRESSIONS = [
+    # (method, path, content type, body): each once answered 500 or dropped the connection.
+    ("POST", "/api/v1/namespaces/default/configmaps", "application/json",
+     b'{"metadata":{"name":"w"},"data":{"k":"v"},"\\u0001\\n":1}'),  # control characters in a Warning header
+    ("POST", "/api/v1/namespaces/default/configmaps", "application/json",
+     b'{"metadata":{"name":"e"},"":1}'),  # an unknown field named "" while dropping unknown fields
+    ("POST", "/api/v1/namespaces/default/configmaps", "application/yaml",
+     ("a:\n" + "".join(" " * (i + 1) + "b:\n" for i in range(255))).encode()),  # deep block YAML
+    ("GET", "/api/v1/pods?limit=-1&labelSelector=a%3Db", "", b""),  # a negative limit with a selector
+    ("POST", "/apis/apps/v1/namespaces/default/deployments", "application/json",
+     b'{"metadata":{"name":"n"},"spec":null}'),  # null where defaulting expects an object
+    ("POST", "/api/v1/namespaces/default/pods", "application/json",
+     b'{"metadata":{"name":"n"},"spec":{"containers":[null]}}'),  # a null list element
+    ("PATCH", "/apis/apps/v1/namespaces/default/deployments/fz?fieldManager=f", "application/apply-patch+yaml",
+     b'{"apiVersion":"apps/v1","kind":"Deployment","metadata":null}'),  # server-side apply of metadata: null
+]
+
+
+@pytest.mark.parametrize("method, path, content_type, body", REGRESSIONS)
+def test_regressions_found_by_fuzzing(http, method: str, path: str, content_type: str, body: bytes) -> None:
+    url, manifest = MANIFESTS["deployments"]
+    http("POST", url, "regressions", json=manifest)  # the object the apply patch targets
+    response = http(method, path, "regressions", data=body or None,
+                    headers={"Content-Type": content_type} if content_type else {})
+    assert 200 <= response.status_code < 500
 
 
 def test_zz_fuzz_summary(capsys) -> None:

@@ -239,6 +239,20 @@ def _verbs(raw: list[str]) -> tuple[str, ...]:
     return tuple(v for v in _VERB_ORDER if v in verbs)
 
 
+# Subresources the Kubernetes API serves that lightkube-models does not model (its generator skips
+# connect verbs): the streaming ones the kubelet answers and the proxies.
+_CONNECT_SUBRESOURCES: dict[tuple[str, str, str], dict[str, tuple[str, tuple[str, ...]]]] = {
+    ("", "v1", "Pod"): {
+        "attach": ("PodAttachOptions", ("create", "get")),
+        "exec": ("PodExecOptions", ("create", "get")),
+        "portforward": ("PodPortForwardOptions", ("create", "get")),
+        "proxy": ("PodProxyOptions", ("create", "delete", "get", "patch", "update")),
+    },
+    ("", "v1", "Node"): {"proxy": ("NodeProxyOptions", ("create", "delete", "get", "patch", "update"))},
+    ("", "v1", "Service"): {"proxy": ("ServiceProxyOptions", ("create", "delete", "get", "patch", "update"))},
+}
+
+
 @functools.cache
 def registry() -> Registry:
     gvk_defs = _gvk_definitions()
@@ -257,6 +271,9 @@ def registry() -> Registry:
                 )
             elif "plural" in info:
                 mains.append((namespaced, info))
+        for parent, extra in _CONNECT_SUBRESOURCES.items():
+            for name, (body_kind, verbs) in extra.items():
+                subresources.setdefault(parent, {}).setdefault(name, SubresourceInfo(name, "", "v1", body_kind, verbs))
         for namespaced, info in mains:
             group, version, kind = info["resource"]
             definition = gvk_defs.get((group, version, kind))

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from pinnace.api import tables, validation
 from pinnace.api.kinds import ResourceInfo
+from pinnace.api.meta import now_rfc3339
 from pinnace.api.selectors import (
     SelectorError,
     allowed_fields,
@@ -584,7 +585,17 @@ class ResourceHandlers:
 
     @staticmethod
     def _patch_sets_resource_version(raw: bytes, content_type: str) -> bool:
-        return b'"resourceVersion"' in raw or b"resourceVersion:" in raw
+        """Whether the patch itself names metadata.resourceVersion (a precondition: no retry)."""
+        if b"resourceVersion" not in raw:
+            return False
+        try:
+            body = yaml.safe_load(raw) if "yaml" in content_type else orjson.loads(raw)
+        except (yaml.YAMLError, orjson.JSONDecodeError):
+            return False  # apply_patch reports the malformed body
+        if isinstance(body, list):  # JSON patch operations
+            return any(isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" for op in body)
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        return isinstance(meta, dict) and bool(meta.get("resourceVersion"))
 
     async def delete(self, request: web.Request, target: Target, output: Output) -> web.StreamResponse:
         info = target.info
@@ -736,7 +747,7 @@ class ResourceHandlers:
             status = pod.setdefault("status", {})
             conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
             conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                               "lastTransitionTime": _now()})
+                               "lastTransitionTime": now_rfc3339()})
             status["conditions"] = conditions
             try:
                 await self.registry.write_raw(pods, pod, kv.mod_revision)
@@ -941,12 +952,6 @@ class _WatchEncoder:
         else:
             obj = {"kind": self.info.kind, "apiVersion": self.info.api_version, "metadata": meta}
         return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
-
-
-def _now() -> str:
-    from pinnace.api.meta import now_rfc3339
-
-    return now_rfc3339()
 
 
 def _scale_of(parent: dict, info: ResourceInfo) -> dict:

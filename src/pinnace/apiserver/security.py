@@ -420,7 +420,8 @@ class Security:
 
 def _drop_nulls(value: Any, depth: int = 0) -> None:
     """Remove `null` fields from a built-in object: Go decodes them to zero values that are never
-    written back, so `spec: null` means "no spec" there, and the defaulting code relies on that."""
+    written back, so `spec: null` means "no spec" there, and the defaulting code relies on that.
+    A `null` list element becomes `{}` (the zero element), which validation then refuses by name."""
     if depth > 300:
         return
     if isinstance(value, dict):
@@ -430,8 +431,10 @@ def _drop_nulls(value: Any, depth: int = 0) -> None:
             if isinstance(item, (dict, list)):
                 _drop_nulls(item, depth + 1)
     elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, (dict, list)):
+        for index, item in enumerate(value):
+            if item is None:
+                value[index] = {}  # Go's zero element; validation then names what it lacks
+            elif isinstance(item, (dict, list)):
                 _drop_nulls(item, depth + 1)
 
 

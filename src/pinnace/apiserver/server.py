@@ -508,7 +508,8 @@ class ApiServer:
         if rest[0] == "namespaces" and len(rest) >= 3 and self.lookup(group, version, rest[2]) is not None and rest[2] != "namespaces":
             namespace, rest = rest[1], rest[2:]
         info = self.lookup(group, version, rest[0])
-        if info is None or len(rest) > 3:
+        # `<resource>/<name>/proxy/<path...>` carries a path of its own after the subresource.
+        if info is None or (len(rest) > 3 and rest[2] != "proxy"):
             raise NotFound("the server could not find the requested resource")
         if namespace is not None and not info.namespaced:
             raise NotFound("the server could not find the requested resource")

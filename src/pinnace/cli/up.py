@@ -117,7 +117,12 @@ class Cluster:
         return 0
 
     async def _start(self, name: str, component: object) -> None:
-        await component.start()  # type: ignore[attr-defined]
+        from pinnace.cli.main import CliError
+
+        try:
+            await component.start()  # type: ignore[attr-defined]
+        except OSError as error:  # a port in use, a missing permission: say which component and why
+            raise CliError(f"{name} could not start: {error}") from error
         self.stack.append((name, component))
         self.progress(f"{name} started")
 
@@ -129,6 +134,7 @@ class Cluster:
         server = ApiServer(ServerConfig(data_dir=str(self.data_dir), port=args.port, bind_address=args.bind_address))
         await self._start("api server", server)
         kubeconfig = str(server.kubeconfig_path)
+        self.ca_path = server.ca_path
         self.kubeconfig = kubeconfig
         self.clients: list[Client] = []
         self.client = await self.client_for("pinnace-up")
@@ -170,8 +176,10 @@ class Cluster:
         root = os.geteuid() == 0
         address = default_node_ip() if root else "127.0.0.1"
         port = self.args.dns_port
-        dns = DnsServer(await self.client_for("dns"), DnsConfig(
-            listen=[("0.0.0.0" if root else "127.0.0.1", port)], upstream=resolv_conf_nameservers() or None))
+        # One socket per address, not 0.0.0.0: a UDP answer must leave from the address the question was
+        # sent to, or the pod's resolver (a connected socket behind the Service's DNAT) never sees it.
+        listen = [("127.0.0.1", port)] + ([(address, port)] if address != "127.0.0.1" else [])
+        dns = DnsServer(await self.client_for("dns"), DnsConfig(listen=listen, upstream=resolv_conf_nameservers() or None))
         await self._start("dns", dns)
         await ensure_kube_dns_service(self.client, address, port)
 
@@ -180,6 +188,7 @@ class Cluster:
         return base if index == 0 else f"{base}-{index + 1}"
 
     async def start_nodes(self) -> None:
+        from pinnace.dns.server import CLUSTER_DNS_IP
         from pinnace.kubelet.agent import Kubelet, KubeletConfig
         from pinnace.proxy.proxier import Proxy, ProxyConfig
 
@@ -192,6 +201,10 @@ class Cluster:
                 port=10250 + 2 * index,
                 read_only_port=10255 + 2 * index,
                 node_index=index,
+                remove_pods_on_stop=True,
+                client_ca_file=str(self.ca_path),
+                # As root pods have their own network namespaces and reach cluster DNS at its Service IP.
+                cluster_dns=[CLUSTER_DNS_IP] if os.geteuid() == 0 else [],
             )
             await self._start(f"node {name}", NodeTeardown(Kubelet(await self.client_for(f"kubelet/{name}", qps=200), config)))
         proxy = Proxy(await self.client_for("proxy"), ProxyConfig(mode=self.args.proxy_mode, node_name=self.node_name(0)))
@@ -236,23 +249,12 @@ class NodeTeardown:
 
     async def start(self) -> None:
         await self.kubelet.start()  # type: ignore[attr-defined]
+        warning = getattr(self.kubelet, "host_network_warning", None)
+        if warning:
+            say(f"warning: {warning}")
 
     async def stop(self) -> None:
-        kubelet = self.kubelet
-        await kubelet.stop(close_runtime=False)  # type: ignore[attr-defined]
-        runtime = kubelet.runtime  # type: ignore[attr-defined]
-        for sandbox in await runtime.list_pod_sandboxes():
-            for container in await runtime.list_containers(sandbox.id):
-                with contextlib.suppress(Exception):
-                    await runtime.stop_container(container.id, 5)
-                    await runtime.remove_container(container.id)
-            with contextlib.suppress(Exception):
-                await runtime.stop_pod_sandbox(sandbox.id)
-                await runtime.remove_pod_sandbox(sandbox.id)
-        teardown = getattr(runtime, "delete_bridge", None)
-        if teardown is not None:
-            await teardown()
-        await runtime.close()
+        await self.kubelet.stop(remove_pods=True)  # type: ignore[attr-defined]
 
 
 class ProxyTeardown:

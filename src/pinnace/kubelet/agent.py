@@ -56,7 +56,8 @@ class KubeletConfig:
     address: str = "0.0.0.0"
     read_only_port: int = 10255  # 0 disables
     read_only_address: str = "127.0.0.1"
-    client_ca_file: str | None = None  # when set, :10250 accepts only client certificates it signed
+    client_ca_file: str | None = None  # when set, :10250 accepts only client certificates it signed,
+    client_names: tuple[str, ...] = ("kube-apiserver-kubelet-client",)  # and only with these CNs
     tls_cert_file: str | None = None  # default: a self-signed certificate in the data dir
     tls_key_file: str | None = None
     max_pods: int = 110
@@ -74,10 +75,10 @@ class KubeletConfig:
     # host's filesystem; pointing them at a DNS server that may not be running breaks name lookups).
     cluster_dns: list[str] | None = None
     cluster_domain: str = "cluster.local"
-    # stop() kills the node's pods and removes their sandboxes and the bridge: right for an in-process
-    # kubelet (`pinnace up`, tests), whose pods should end with it. `pinnace agent` sets False, so a
-    # restarted agent adopts its running pods.
-    remove_pods_on_stop: bool = True
+    # stop() also kills the node's pods and removes their sandboxes, volumes and the bridge: set it for
+    # an in-process kubelet whose pods should end with it (`pinnace up`). By default pods keep running
+    # and a restarted kubelet adopts them.
+    remove_pods_on_stop: bool = False
     eviction_memory_available: str = "100Mi"
     eviction_disk_available_percent: float = 5.0
     cri_endpoint: str | None = None  # runtime "cri": an existing CRI socket; default: our own containerd

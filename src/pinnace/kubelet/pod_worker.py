@@ -375,6 +375,8 @@ class PodWorker:
                     privileged=pod_is_privileged(pod),
                     dns_policy=pod["spec"].get("dnsPolicy") or "ClusterFirst",
                     dns_config=pod["spec"].get("dnsConfig"),
+                    port_mappings=[port for c in pod["spec"].get("containers") or [] for port in c.get("ports") or []
+                                   if port.get("hostPort")],
                 )
             )
         except RuntimeFailure as error:

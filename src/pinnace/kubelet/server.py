@@ -345,7 +345,8 @@ async def start_servers(kubelet: Kubelet) -> list[web.AppRunner]:
     server = KubeletServer(kubelet)
     runners = []
     if config.port:
-        app = web.Application()
+        middlewares = [_only_api_server(config.client_names)] if config.client_ca_file else []
+        app = web.Application(middlewares=middlewares)
         app.add_routes(_routes(server, full=True))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -372,6 +373,21 @@ async def start_servers(kubelet: Kubelet) -> list[web.AppRunner]:
         runners.append(runner)
         kubelet.read_only_port = _bound_port(site, config.read_only_port)
     return runners
+
+
+def _only_api_server(names: tuple[str, ...]):
+    """With a client CA, TLS already proved the certificate; this admits only the API server's names
+    (its client certificate for kubelets), not every identity that CA signed (nodes, users)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler):
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        subject = dict(item for rdn in (peer or {}).get("subject", ()) for item in rdn)
+        if subject.get("commonName") not in names:
+            return status_error(403, "Forbidden", f"client {subject.get('commonName')!r} may not use the kubelet API")
+        return await handler(request)
+
+    return check
 
 
 def _bound_port(site: web.TCPSite, configured: int) -> int:

@@ -9,8 +9,8 @@
 - Port-forward: SPDY streams `error` and `data` per connection (headers `port`, `requestID`); kubectl
   1.31+ carries the same SPDY bytes inside WebSocket messages (subprotocol `SPDY/3.1+portforward.k8s.io`).
 
-Differences from Kubernetes: a TTY session uses pipes, not a pseudo-terminal (resize is ignored), and
-attach only streams the container's output: process containers have no stdin to attach to.
+`tty=true` runs the command on a pseudo-terminal (resize messages set its size). Difference from
+Kubernetes: attach only streams the container's output, because process containers have no stdin.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ class PodSandboxConfig:
     privileged: bool = False  # some container of the pod is privileged (runtimes with real isolation)
     dns_policy: str = "ClusterFirst"
     dns_config: dict | None = None  # the pod's spec.dnsConfig
+    port_mappings: list[dict] = field(default_factory=list)  # container ports with a hostPort, as in the pod spec
 
 
 @dataclass

@@ -116,6 +116,7 @@ class CriRuntime:
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._poller: asyncio.Task | None = None
         self._container_sandboxes: dict[str, str] = {}
+        self._sandbox_networks: dict[str, tuple[str | None, bool]] = {}  # sandbox id -> (IP, host network)
         # Pods always get their own network namespace here; the kubelet waits for a pod CIDR at start.
         self.network_enabled = True
         self.isolated_network = True
@@ -225,6 +226,15 @@ class CriRuntime:
             hostname=config.hostname or config.name,
             log_directory=config.log_directory,
             dns_config=dns,
+            port_mappings=[
+                pb.PortMapping(
+                    protocol={"UDP": pb.UDP, "SCTP": pb.SCTP}.get(port.get("protocol", "TCP"), pb.TCP),
+                    container_port=int(port["containerPort"]),
+                    host_port=int(port["hostPort"]),
+                    host_ip=port.get("hostIP", ""),
+                )
+                for port in config.port_mappings
+            ],
             labels=config.labels,
             annotations={LOG_DIR_ANNOTATION: config.log_directory, PRIVILEGED_ANNOTATION: str(config.privileged).lower()},
             linux=pb.LinuxPodSandboxConfig(
@@ -274,8 +284,11 @@ class CriRuntime:
         status = await self.pod_sandbox_status(sandbox_id)
         await self._call(self._rt.RemovePodSandbox, pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
         self._sandbox_configs.pop(sandbox_id, None)
+        self._sandbox_networks.pop(sandbox_id, None)
         if status is not None:
             await asyncio.to_thread(remove_cgroup_tree, self._cgroup_parent(status.uid))
+            # The node's own parent goes with its last pod (rmdir fails while other pods are in it).
+            await asyncio.to_thread(remove_empty_cgroup, self.cgroup_root)
 
     def _sandbox_status(self, sandbox: pb.PodSandboxStatus | pb.PodSandbox, ip: str | None = None) -> PodSandboxStatus:
         host_network = False
@@ -303,15 +316,24 @@ class CriRuntime:
         status = self._sandbox_status(reply.status, reply.status.network.ip)
         if status.host_network:
             status.ip = None
+        self._sandbox_networks[sandbox_id] = (status.ip, status.host_network)
         return status
 
     async def list_pod_sandboxes(self) -> list[PodSandboxStatus]:
         reply = await self._call(self._rt.ListPodSandbox, pb.ListPodSandboxRequest())
         result = []
         for sandbox in reply.items:
-            status = await self.pod_sandbox_status(sandbox.id)
-            if status is not None:
-                result.append(status)
+            network = self._sandbox_networks.get(sandbox.id)
+            if network is None:
+                # Only ListPodSandbox's items lack the network; a sandbox's IP never changes, so one
+                # status call per sandbox ever (the kubelet lists at every new pod: O(pods) calls each).
+                status = await self.pod_sandbox_status(sandbox.id)
+                if status is not None:
+                    result.append(status)
+                continue
+            status = self._sandbox_status(sandbox, network[0])
+            status.host_network = network[1]
+            result.append(status)
         return result
 
     async def _config_of_sandbox(self, sandbox_id: str) -> pb.PodSandboxConfig:
@@ -624,6 +646,12 @@ class CriRuntime:
             "memory_working_set_bytes": stats.memory.working_set_bytes.value,
             "timestamp": stats.cpu.timestamp / 1e9 if stats.cpu.timestamp else time.time(),
         }
+
+
+def remove_empty_cgroup(path: str) -> None:
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        with contextlib.suppress(OSError):
+            (hierarchy / path.strip("/")).rmdir()
 
 
 def remove_cgroup_tree(parent: str) -> None:

@@ -13,7 +13,10 @@ What isolation a pod gets:
 - As root, memory and cpu limits are cgroup v1 limits (`memory.limit_in_bytes`,
   `cpu.cfs_quota_us`); an OOM kill is reported as `OOMKilled`.
 - There is no PID, user, UTS or filesystem isolation: the process sees the host's filesystem and runs
-  as the kubelet's user.
+  as the kubelet's user. Hence the termination message file is given to the container in
+  `PINNACE_TERMINATION_MESSAGE_PATH` (and, as root, also bind-mounted at `terminationMessagePath`
+  unless that lies under /dev), and /etc/resolv.conf and /etc/hosts are the host's unless the kubelet
+  has cluster DNS configured (then, as root, per-pod files are bind-mounted over them).
 
 Output: stdout and stderr are FIFOs under the data dir. The container holds its FIFOs open for both
 reading and writing, so a kubelet restart never gives it SIGPIPE (output waits in the pipe, up to the
@@ -217,7 +220,8 @@ class _Spawner:
         moved: list[str] = []
         in_private_mounts = False
         try:
-            _check(_libc.setns(netns_fd if netns_fd is not None else self.host_netns, CLONE_NEWNET), "setns")
+            if netns_fd is not None:  # only root can setns; unprivileged pods stay in the host network
+                _check(_libc.setns(netns_fd, CLONE_NEWNET), "setns")
             for directory in cgroups:
                 self._join(directory, tid)
                 moved.append(directory)
@@ -238,7 +242,8 @@ class _Spawner:
                     self._join(home, tid)
                 except OSError as error:
                     log.error("the spawner thread could not leave cgroup %s: %s", directory, error)
-            _check(_libc.setns(self.host_netns, CLONE_NEWNET), "setns back to the host network")
+            if netns_fd is not None:
+                _check(_libc.setns(self.host_netns, CLONE_NEWNET), "setns back to the host network")
 
 
 class _Container:
