@@ -68,11 +68,14 @@ def _storage_hash(info: ResourceInfo) -> str:
 
 
 class Discovery:
-    """Discovery documents for the built-in kinds plus `extra` ones (custom resources)."""
+    """Discovery documents for the built-in kinds, metrics.k8s.io (served by the API server itself,
+    pinnace.apiserver.metricsapi) and `extra` ones (custom resources)."""
 
     def __init__(self, registry: Registry, extra: list[ResourceInfo] | None = None) -> None:
+        from pinnace.apiserver.metricsapi import INFOS as METRICS_INFOS
+
         self.registry = registry
-        self.extra = list(extra or ())
+        self.extra = [*METRICS_INFOS, *(extra or ())]
         self.groups = registry.group_versions()
         for info in self.extra:
             versions = self.groups.setdefault(info.group, [])

@@ -38,6 +38,7 @@ from pinnace.api import kinds
 from pinnace.api.kinds import ResourceInfo
 from pinnace.api.meta import parse_time
 from pinnace.apiserver import certs as certificates
+from pinnace.apiserver import metricsapi
 from pinnace.apiserver.auth import INSECURE, Authenticator
 from pinnace.apiserver.crdcleanup import CustomResourceCleanup
 from pinnace.apiserver.customresources import CustomResources
@@ -102,6 +103,7 @@ class ApiServer:
         self.kinds = kinds.registry()
         self.metrics = Metrics()
         self.discovery = Discovery(self.kinds)
+        self.metrics_api = metricsapi.MetricsApi(self)
         self.watchers: set[Any] = set()
         self.url = ""
         self.insecure_url: str | None = None
@@ -450,12 +452,13 @@ class ApiServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        if path.startswith("/api/") or path.startswith("/apis/"):
-            return await self._resource_request(request, path)
+        # The roots first: "/apis/" (the official client's ApisApi asks for it) is the root, not a group.
         if path in ("/api", "/api/"):
             return self._discovery_root(request, legacy=True)
         if path in ("/apis", "/apis/"):
             return self._discovery_root(request, legacy=False)
+        if path.startswith("/api/") or path.startswith("/apis/"):
+            return await self._resource_request(request, path)
         if path == "/cacerts":
             return web.Response(body=self.ca_path.read_bytes(), content_type="application/x-pem-file")
         if path in ("/version", "/version/"):
@@ -499,6 +502,8 @@ class ApiServer:
                     raise NotFound("the server could not find the requested resource")
                 return web.Response(body=body, content_type="application/json")
             group, version, rest = parts[1], parts[2], parts[3:]
+            if group == metricsapi.GROUP and rest:
+                return await self.metrics_api.handle(request, version, rest)
         if not rest:
             body = self.discovery.resource_list(group, version)
             if body is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import shutil
 import signal
@@ -48,7 +50,34 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise CliError(f"pinnace up (pid {pid}) did not stop within {STOP_TIMEOUT:.0f}s")
         say(f"stopped the cluster from {data_dir}")
+    if data_dir.exists():
+        asyncio.run(clean_nodes(data_dir))
     if args.purge and data_dir.exists():
         shutil.rmtree(data_dir)
         say(f"removed {data_dir}")
     return 0
+
+
+async def clean_nodes(data_dir: Path) -> None:
+    """Remove what nodes of a cluster that did not stop cleanly left behind: pods, namespaces, bridges,
+    cgroups and their containerd. A cleanly stopped cluster leaves nothing, and this finds nothing."""
+    from pinnace.cli.up import NODE_RECORD
+
+    records = sorted(data_dir.glob(f"nodes/*/{NODE_RECORD}"))
+    if records and os.geteuid() == 0 and shutil.which("iptables-save"):
+        from pinnace.proxy.iptables import IptablesProxier
+
+        await IptablesProxier().cleanup()  # the Service rules of the cluster's proxy
+    for record_path in records:
+        record = json.loads(record_path.read_text())
+        node_dir = str(record_path.parent)
+        if record.get("runtime") == "cri":
+            if not (record_path.parent / "containerd" / "config.toml").exists():
+                continue
+            from pinnace.kubelet.runtime.cri import remove_cri_node
+
+            await remove_cri_node(node_dir, record["bridge"], record["cgroup_root"])
+        else:
+            from pinnace.kubelet.agent import cleanup_node
+
+            await cleanup_node(node_dir, bridge=record["bridge"])

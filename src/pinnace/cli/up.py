@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from pathlib import Path
 from pinnace.cli.common import default_data_dir, pid_file, say
 
 NODE_READY_TIMEOUT = 30.0
+NODE_RECORD = "pinnace-node.json"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,6 +88,18 @@ def detach(args: argparse.Namespace, data_dir: Path) -> int:
         time.sleep(0.2)
     say(f"the cluster did not become ready in time; see {log_path}")
     return 1
+
+
+def pick_port(preferred: int) -> int:
+    """The kubelet's usual port when it is free, else any free port (the Node object advertises it)."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free port for the node agent")
 
 
 class Cluster:
@@ -198,14 +213,19 @@ class Cluster:
                 node_name=name,
                 data_dir=str(self.data_dir / "nodes" / name),
                 runtime=self.args.runtime,
-                port=10250 + 2 * index,
-                read_only_port=10255 + 2 * index,
+                port=pick_port(10250 + 2 * index),
+                read_only_port=pick_port(10255 + 2 * index),
                 node_index=index,
                 remove_pods_on_stop=True,
                 client_ca_file=str(self.ca_path),
                 # As root pods have their own network namespaces and reach cluster DNS at its Service IP.
                 cluster_dns=[CLUSTER_DNS_IP] if os.geteuid() == 0 else [],
             )
+            # What `pinnace down` needs to clean up after a cluster that did not stop cleanly.
+            node_dir = Path(config.data_dir)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            (node_dir / NODE_RECORD).write_text(json.dumps(
+                {"name": name, "runtime": self.args.runtime, "bridge": f"pinnace{index}", "cgroup_root": f"/pinnace/{name}"}))
             await self._start(f"node {name}", NodeTeardown(Kubelet(await self.client_for(f"kubelet/{name}", qps=200), config)))
         proxy = Proxy(await self.client_for("proxy"), ProxyConfig(mode=self.args.proxy_mode, node_name=self.node_name(0)))
         await self._start("proxy", ProxyTeardown(proxy))
