@@ -46,6 +46,7 @@ from pinnace.apiserver.errors import (
     NotAcceptable,
     NotFound,
     RequestEntityTooLarge,
+    ServiceUnavailable,
     TooManyRequests,
     UnsupportedMediaType,
     cause,
@@ -806,6 +807,18 @@ class ResourceHandlers:
     # ---- watch ----
 
     async def watch(self, request: web.Request, target: Target, output: Output) -> web.StreamResponse:
+        if self.server._stopping:
+            raise ServiceUnavailable("the server is shutting down")  # clients re-watch elsewhere or later
+        task = asyncio.current_task()
+        if task is not None:
+            self.server.watch_tasks.add(task)
+        try:
+            return await self._watch(request, target, output)
+        finally:
+            if task is not None:
+                self.server.watch_tasks.discard(task)
+
+    async def _watch(self, request: web.Request, target: Target, output: Output) -> web.StreamResponse:
         info = target.info
         query = request.query
         matches, _fields = self.matcher(info, target.namespace, query, by_prefix=False)
@@ -878,8 +891,8 @@ class ResourceHandlers:
                     await response.write(encoder.event("DELETED", CachedEvent("DELETED", event.revision, event.key, event.object, None)))
                 else:
                     await response.write(encoder.event(kind, event))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the client went away; a cancellation (server stop) propagates after the cleanup
         finally:
             subscriber.closed = True
             cache.unsubscribe(subscriber)

@@ -105,6 +105,7 @@ class ApiServer:
         self.discovery = Discovery(self.kinds)
         self.metrics_api = metricsapi.MetricsApi(self)
         self.watchers: set[Any] = set()
+        self.watch_tasks: set[asyncio.Task[Any]] = set()  # the handlers streaming those watches
         self.url = ""
         self.insecure_url: str | None = None
         self.port = 0
@@ -200,6 +201,10 @@ class ApiServer:
     async def stop(self) -> None:
         """Drain: end watches, finish requests in progress, close the store."""
         self._stopping = True
+        # Watches first: a client whose watch ends re-watches at once, and such a request must find
+        # the server refusing new watches (503), not open a watch cache on a store about to close.
+        for subscriber in list(self.watchers):
+            subscriber.end()
         while self._components:
             await self._components.pop().stop()
         for task in self._tasks:
@@ -212,6 +217,7 @@ class ApiServer:
             await self.custom.stop()
         for subscriber in list(self.watchers):
             subscriber.end()
+        await self._end_watch_streams()
         for cache in self._caches.values():
             await cache.stop()
         self._caches.clear()
@@ -223,6 +229,18 @@ class ApiServer:
         if self.store is not None:
             await self.store.close()
             self.store = None
+
+    async def _end_watch_streams(self, grace: float = 0.5) -> None:
+        """Wait briefly for watch handlers to finish their streams, then cancel the ones still
+        writing (a client that stopped reading): the listener's shutdown would otherwise wait its
+        whole timeout for them."""
+        pending = {task for task in self.watch_tasks if not task.done()}
+        if pending:
+            _done, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
 
     async def __aenter__(self) -> ApiServer:
         await self.start()
@@ -259,6 +277,9 @@ class ApiServer:
         prefix = version_scoped_prefix(info)
         cache = self._caches.get(prefix)
         if cache is None:
+            if self._stopping:
+                # A new cache would follow a store that is closing (and retry forever once closed).
+                raise ServiceUnavailable("the server is shutting down")
             cache = self._caches[prefix] = WatchCache(self.store, prefix)
         return cache
 

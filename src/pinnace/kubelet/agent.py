@@ -169,7 +169,8 @@ class Kubelet:
         self.pod_statuses: dict[str, dict] = {}
         self.host_network_warning: str | None = None
         self.sandbox_uids: set[str] = set()  # pods with runtime state when the kubelet started
-        self.volumes = VolumeManager(config.data_dir, self.get_object, self.allocatable, os.geteuid() == 0)
+        self.volumes = VolumeManager(config.data_dir, self.get_object, self.allocatable, os.geteuid() == 0,
+                                     request_token=self.request_token)
         self._services_cache: dict[str, tuple[float, list[dict]]] = {}
         self._status_changed = asyncio.Event()
         from pinnace.kubelet.images import ImageManager
@@ -307,6 +308,19 @@ class Kubelet:
             return await self.client.get(resource, name, namespace=namespace)
         except NotFound:
             return None
+
+    async def request_token(self, namespace: str, service_account: str, spec: dict) -> dict:
+        """TokenRequest for a projected serviceAccountToken; a node may ask only for its own pods'."""
+        from pinnace.client import ApiError
+        from pinnace.kubelet.volumes import VolumeError
+
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+        try:
+            result = await self.client.post_subresource("v1/serviceaccounts", service_account, "token", body,
+                                                        namespace=namespace)
+        except (ApiError, ConnectionError) as error:  # both retried by the pod worker, as FailedMount
+            raise VolumeError(f'failed to fetch token for service account "{service_account}": {error}') from error
+        return result.get("status") or {}
 
     async def services_for(self, pod: dict) -> list[dict]:
         """Services whose variables the pod's containers get: its namespace's, plus `kubernetes` (default)."""

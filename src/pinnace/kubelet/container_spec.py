@@ -140,8 +140,9 @@ async def build_env(
 ) -> dict[str, str]:
     namespace = pod["metadata"].get("namespace", "default")
     env: dict[str, str] = {}
-    if pod["spec"].get("enableServiceLinks", True):
-        env.update(service_env(services))
+    # `services` is already what the kubelet exposes: without enableServiceLinks only the `kubernetes`
+    # Service, whose variables Kubernetes always sets (in-cluster clients find the API server by them).
+    env.update(service_env(services))
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
         if "configMapRef" in source:

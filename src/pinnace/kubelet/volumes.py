@@ -2,10 +2,15 @@
 
 Supported: emptyDir (medium Memory is a tmpfs when root, else a plain directory), hostPath (types
 Directory/DirectoryOrCreate/File/FileOrCreate/Socket checked; `""` accepted as is), configMap,
-secret, downwardAPI and projected (configMap, secret and downwardAPI sources; serviceAccountToken
-sources are skipped). configMap/secret/downwardAPI/projected files honour items, mode and
-defaultMode, and `optional`; they are rewritten in place when their source changes (each pod worker
-refreshes them every `refresh_seconds`). Files are replaced atomically, one at a time.
+secret, downwardAPI and projected (configMap, secret, downwardAPI and serviceAccountToken sources).
+configMap/secret/downwardAPI/projected files honour items, mode and defaultMode, and `optional`; they
+are rewritten in place when their source changes (each pod worker refreshes them every
+`refresh_seconds`). Files are replaced atomically, one at a time.
+
+A serviceAccountToken source is a TokenRequest for the pod's ServiceAccount, bound to the pod, with the
+source's audience and expirationSeconds (`request_token`, the kubelet's API client). As the kubelet's
+token manager does, a token is reused until 80% of its lifetime has passed (or 24 hours), then a fresh
+one replaces the file; a failed refresh keeps the old token while it is still valid.
 
 How a container sees a volume is the runtime's business: the process runtime bind-mounts the
 directory at `mountPath` in a private mount namespace when root, else names it in the environment.
@@ -17,15 +22,35 @@ import base64
 import contextlib
 import ctypes
 import ctypes.util
+import datetime
 import os
 import shutil
 import stat
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pinnace.kubelet.container_spec import ConfigError, Getter, field_ref, resource_field_ref
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
+
+# (namespace, service account, TokenRequest spec) -> the TokenRequest's status; raises VolumeError.
+TokenRequester = Callable[[str, str, dict], Awaitable[dict]]
+DEFAULT_TOKEN_SECONDS = 3600  # the projected source's default expirationSeconds
+MAX_TOKEN_AGE = 24 * 3600  # refresh at least daily, whatever the lifetime
+
+
+@dataclass
+class _Token:
+    token: bytes
+    issued: float
+    expires: float
+
+    def due(self, now: float) -> bool:
+        lifetime = self.expires - self.issued
+        return now - self.issued > min(0.8 * lifetime, MAX_TOKEN_AGE)
 
 
 class VolumeError(Exception):
@@ -61,11 +86,14 @@ def _write_files(directory: Path, files: dict[str, tuple[bytes, int]]) -> bool:
 
 
 class VolumeManager:
-    def __init__(self, data_dir: str | os.PathLike[str], get: Getter, allocatable: dict[str, str], is_root: bool) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], get: Getter, allocatable: dict[str, str], is_root: bool,
+                 request_token: TokenRequester | None = None) -> None:
         self.pods_dir = Path(data_dir) / "pods"
         self.get = get
         self.allocatable = allocatable
         self.is_root = is_root
+        self.request_token = request_token
+        self.tokens: dict[tuple[str, str, str], _Token] = {}  # (pod uid, volume, path) -> current token
 
     def volume_dir(self, pod: dict, name: str) -> Path:
         return self.pods_dir / pod["metadata"]["uid"] / "volumes" / name
@@ -175,10 +203,46 @@ class VolumeManager:
                     except ConfigError as error:
                         raise VolumeError(str(error)) from error
                     files[item["path"]] = (value.encode(), item.get("mode", mode))
+            elif "serviceAccountToken" in source:
+                spec = source["serviceAccountToken"]
+                token = await self._service_account_token(pod, volume["name"], spec)
+                files[spec["path"]] = (token, default_mode)
         return files
+
+    async def _service_account_token(self, pod: dict, volume: str, spec: dict) -> bytes:
+        key = (pod["metadata"]["uid"], volume, spec["path"])
+        now = time.time()
+        current = self.tokens.get(key)
+        if current is not None and not current.due(now):
+            return current.token
+        if self.request_token is None:
+            raise VolumeError("serviceAccountToken volumes need a connection to the API server")
+        meta = pod["metadata"]
+        request: dict = {
+            "expirationSeconds": spec.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]},
+        }
+        if spec.get("audience"):
+            request["audiences"] = [spec["audience"]]
+        account = pod["spec"].get("serviceAccountName") or pod["spec"].get("serviceAccount") or "default"
+        try:
+            status = await self.request_token(meta.get("namespace", "default"), account, request)
+        except VolumeError:
+            if current is not None and current.expires > now:
+                return current.token  # the old token still works; the next refresh tries again
+            raise
+        token = str(status.get("token") or "")
+        if not token:
+            raise VolumeError(f'TokenRequest for service account "{account}" returned no token')
+        expires = _parse_time(status.get("expirationTimestamp")) or now + request["expirationSeconds"]
+        self.tokens[key] = _Token(token.encode(), now, expires)
+        return token.encode()
 
     def teardown(self, pod_uid: str) -> None:
         """Unmount tmpfs volumes and delete the pod's directory."""
+        for key in list(self.tokens):  # a copy: this runs in a worker thread
+            if key[0] == pod_uid:
+                self.tokens.pop(key, None)
         pod_dir = self.pods_dir / pod_uid
         volumes = pod_dir / "volumes"
         if volumes.is_dir():
@@ -187,3 +251,12 @@ class VolumeManager:
                     _libc.umount2(str(directory).encode(), MNT_DETACH)
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(pod_dir)
+
+
+def _parse_time(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
