@@ -4,7 +4,7 @@ server's bare binding rate in the same run.
     .venv/bin/python bench/scheduler.py --nodes 1000 --pods 10000
 
 Prints one JSON line:
-    {"nodes", "pods", "bind_per_s",
+    {"nodes", "pods", "bind_per_s", "bind_isolated_per_s", "binder": {...},
      "plain" | "anti_affinity" | "spread": {"pods_per_s", "p50_ms", "p99_ms", "cpu_s_per_1000", "ratio_to_bind"}}
 
 Each workload runs on a fresh API server (its own process, SQLite store in a temporary directory,
@@ -17,8 +17,15 @@ latency per pod is create request sent -> binding observed.
 - anti_affinity: pods in groups of 10 with required anti-affinity on kubernetes.io/hostname within
   their group.
 - spread: one set of pods spread over 10 zones (maxSkew 1, DoNotSchedule).
-- bind_per_s: M pods nobody schedules, bound by POSTing pods/binding round-robin over the nodes, with
-  as many requests in flight as the scheduler allows itself.
+- bind_per_s: the same run as `plain` (same loader, same creates racing the bindings, same watch,
+  same clock from the first create to the last binding observed) with the scheduler replaced by a
+  bare binder: a process that watches pods and POSTs pods/binding round-robin over the nodes, with as
+  many bindings in flight as the scheduler allows itself, and nothing else (no cache, no plugins, no
+  events). `ratio_to_bind` is therefore what the scheduler itself costs, like for like; `binder`
+  holds the full measurement.
+- bind_isolated_per_s: for reference, the API server's binding rate with nothing else happening
+  (pods created beforehand and not counted, nobody watching). It is not comparable with a workload's
+  pods/s, whose window also holds the M creates and their watch events.
 
 Diagnostics (environment): BENCH_DEBUG=1 prints the pod creation rate and the API server's CPU time;
 BENCH_PROFILE=FILE writes a cProfile of the scheduler process; BENCH_BINDINGS=N changes the bindings
@@ -97,6 +104,64 @@ async def run_scheduler(url: str) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await scheduler.stop()
+    await client.close()
+
+
+async def run_binder(url: str, nodes: int) -> None:
+    """The baseline: bind every pending pod round-robin over the nodes, with no scheduling logic, no
+    informer cache and no events, as many bindings in flight as the scheduler allows itself."""
+    from pinnace.client import ApiError, Client
+    from pinnace.client.rest import ConnectionFailed
+
+    client = Client(url, qps=None)
+    slots = asyncio.Semaphore(int(os.environ.get("BENCH_BINDINGS", "64")))
+    tasks: set[asyncio.Task] = set()
+    seen: set[str] = set()
+    next_node = 0
+
+    async def bind(name: str, uid: str, node_name: str) -> None:
+        try:
+            body = {"apiVersion": "v1", "kind": "Binding",
+                    "metadata": {"name": name, "namespace": NAMESPACE, "uid": uid},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}}
+            await client.post_subresource("v1/pods", name, "binding", body, namespace=NAMESPACE)
+        finally:
+            slots.release()
+
+    async def offer(obj: dict) -> None:
+        nonlocal next_node
+        if obj["spec"].get("nodeName") or obj["metadata"]["uid"] in seen:
+            return
+        seen.add(obj["metadata"]["uid"])
+        await slots.acquire()  # the same back-pressure as the scheduler's binding slots
+        task = asyncio.ensure_future(bind(obj["metadata"]["name"], obj["metadata"]["uid"],
+                                          f"node-{next_node % nodes:05d}"))
+        next_node += 1
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def follow(version: str) -> None:
+        while True:
+            try:
+                async for event_type, obj in client.watch("v1/pods", namespace=NAMESPACE,
+                                                          resource_version=version):
+                    version = obj["metadata"]["resourceVersion"]
+                    if event_type == "ADDED":
+                        await offer(obj)
+            except (ApiError, ConnectionFailed):
+                listing = await client.list("v1/pods", namespace=NAMESPACE)
+                version = listing["metadata"]["resourceVersion"]
+                for obj in listing["items"]:
+                    await offer(obj)
+
+    listing = await client.list("v1/pods", namespace=NAMESPACE)
+    follower = asyncio.ensure_future(follow(listing["metadata"]["resourceVersion"]))
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    follower.cancel()
+    await asyncio.gather(follower, *tasks, return_exceptions=True)
     await client.close()
 
 
@@ -312,7 +377,7 @@ async def measure_workload(
         await client.close()
 
 
-async def with_server(nodes: int, pods: int, workload: str | None) -> Any:
+async def with_server(nodes: int, pods: int, workload: str | None, role: str = "scheduler") -> Any:
     with tempfile.TemporaryDirectory(prefix="pinnace-bench-") as data_dir:
         server = spawn("--role", "apiserver", "--data-dir", data_dir)
         scheduler = None
@@ -327,17 +392,18 @@ async def with_server(nodes: int, pods: int, workload: str | None) -> Any:
                 await prepare(client, nodes)
             finally:
                 await client.close()
-            scheduler = spawn("--role", "scheduler", "--server", url)
+            scheduler = spawn("--role", role, "--server", url, "--nodes", str(nodes))
             line = await asyncio.get_running_loop().run_in_executor(None, scheduler.stdout.readline)
             if line.strip() != "ready":
-                raise RuntimeError("scheduler did not start")
+                raise RuntimeError(f"{role} did not start")
             server_cpu = psutil.Process(server.pid)
             before = sum(server_cpu.cpu_times()[:2])
             wall = time.perf_counter()
             measured = await measure_workload(url, nodes, pods, workload, scheduler)
             if os.environ.get("BENCH_DEBUG"):
                 used = sum(server_cpu.cpu_times()[:2]) - before
-                print(f"{workload}: api server cpu {used:.1f}s over {time.perf_counter() - wall:.1f}s wall",
+                print(f"{role} {workload}: api server cpu {used:.1f}s over "
+                      f"{time.perf_counter() - wall:.1f}s wall",
                       file=sys.stderr)
             return measured
         finally:
@@ -347,8 +413,11 @@ async def with_server(nodes: int, pods: int, workload: str | None) -> Any:
 
 
 async def main(args: argparse.Namespace) -> None:
-    bind_per_s = await with_server(args.nodes, args.pods, None)
-    result: dict[str, Any] = {"nodes": args.nodes, "pods": args.pods, "bind_per_s": round(bind_per_s, 1)}
+    isolated = await with_server(args.nodes, args.pods, None)
+    baseline = await with_server(args.nodes, args.pods, "plain", role="binder")
+    bind_per_s = baseline["pods_per_s"]
+    result: dict[str, Any] = {"nodes": args.nodes, "pods": args.pods, "bind_per_s": round(bind_per_s, 1),
+                              "bind_isolated_per_s": round(isolated, 1), "binder": baseline}
     for workload in args.workloads.split(","):
         measured = await with_server(args.nodes, args.pods, workload)
         measured["ratio_to_bind"] = round(measured["pods_per_s"] / bind_per_s, 2) if bind_per_s else 0.0
@@ -364,13 +433,16 @@ if __name__ == "__main__":
     parser.add_argument("--pods", type=int, default=2000)
     parser.add_argument("--workloads", default="plain,anti_affinity,spread")
     parser.add_argument(
-        "--role", choices=("bench", "apiserver", "scheduler"), default="bench", help=argparse.SUPPRESS
+        "--role", choices=("bench", "apiserver", "scheduler", "binder"), default="bench",
+        help=argparse.SUPPRESS
     )
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--server", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.role == "apiserver":
         asyncio.run(serve_api(parsed.data_dir))
+    elif parsed.role == "binder":
+        asyncio.run(run_binder(parsed.server, parsed.nodes))
     elif parsed.role == "scheduler":
         if os.environ.get("BENCH_PROFILE"):
             import cProfile

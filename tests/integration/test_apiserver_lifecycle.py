@@ -40,8 +40,9 @@ async def test_stop_with_open_watches_returns_promptly_and_quietly(server, caplo
                     await asyncio.sleep(0.01)
 
         async def never_read() -> None:
-            # A watcher that stops reading: its stream must not hold the shutdown.
-            async with session.get(f"{url}/api/v1/namespaces?watch=true") as response:
+            # A watcher that stops reading: its handler ends up blocked writing to it, and that must
+            # not hold the shutdown.
+            async with session.get(f"{url}/api/v1/secrets?watch=true") as response:
                 statuses.append(response.status)
                 await asyncio.sleep(3600)
 
@@ -51,6 +52,12 @@ async def test_stop_with_open_watches_returns_promptly_and_quietly(server, caplo
                 break
             await asyncio.sleep(0.02)
         assert len(server.watchers) >= 2
+        filler = {"apiVersion": "v1", "kind": "Secret", "stringData": {"blob": "x" * 200_000}}
+        for number in range(60):  # 12 MB of events: more than the socket buffers hold
+            secret = {**filler, "metadata": {"name": f"blob-{number}"}}
+            async with session.post(f"{url}/api/v1/namespaces/default/secrets", json=secret) as response:
+                assert response.status == 201
+        await asyncio.sleep(0.2)
         started = time.monotonic()
         await server.stop()
         elapsed = time.monotonic() - started

@@ -91,3 +91,15 @@ def test_errors_carry_status_bodies(api):
     with pytest.raises(ApiException) as error:
         core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="dup")))
     assert error.value.status == 409 and '"reason":"AlreadyExists"' in error.value.body
+
+
+def test_discovery_roots_with_and_without_a_trailing_slash(api, api_server):
+    groups = k8s.ApisApi(api).get_api_versions()  # GET /apis/
+    names = {group.name for group in groups.groups}
+    assert {"apps", "apiextensions.k8s.io", "metrics.k8s.io"} <= names
+    assert k8s.CoreApi(api).get_api_versions().versions == ["v1"]  # GET /api/
+    import urllib.request
+
+    for path in ("/api", "/api/", "/apis", "/apis/"):
+        with urllib.request.urlopen(api_server.insecure_url + path) as response:
+            assert response.status == 200

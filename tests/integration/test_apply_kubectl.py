@@ -82,6 +82,33 @@ def test_server_side_apply_conflicts_and_force(kubectl, tmp_path):
     assert get_json(kubectl, "deployment", "web")["metadata"]["labels"] == {"app": "web"}
 
 
+def test_kubectl_scale_then_server_side_apply_conflicts_on_replicas(kubectl, tmp_path):
+    # kubectl scale names no field manager: the server records the User-Agent's first part, as Kubernetes
+    # does: the kubectl binary's file name ("kubectl", or "kubectl.1.32" for an installed side by side).
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(deployment())
+    ok(kubectl("apply", "--server-side", "-f", str(manifest)))
+    ok(kubectl("scale", "deployment", "web", "--replicas=4"))
+    obj = get_json(kubectl, "deployment", "web")
+    scalers = [m for m in obj["metadata"]["managedFields"] if m.get("subresource") == "scale"]
+    agent = os.path.basename(kubectl_path())
+    assert [(m["manager"], m["operation"]) for m in scalers] == [(agent, "Update")]
+    assert "f:replicas" in scalers[0]["fieldsV1"]["f:spec"]
+    result = kubectl("apply", "--server-side", "-f", str(manifest))
+    assert result.returncode != 0
+    assert f'conflict with "{agent}" with subresource "scale"' in result.stderr and ".spec.replicas" in result.stderr
+    assert get_json(kubectl, "deployment", "web")["spec"]["replicas"] == 4
+
+
+def test_writes_without_field_manager_are_recorded_under_the_user_agent(kubectl, tmp_path):
+    ok(kubectl("create", "configmap", "settings", "--from-literal=a=1"))
+    managers = {(m["manager"], m["operation"]) for m in get_json(kubectl, "configmap", "settings")["metadata"]["managedFields"]}
+    assert managers == {("kubectl-create", "Update")}  # kubectl names this one itself
+    ok(kubectl("label", "configmap", "settings", "tier=web"))
+    managers = {m["manager"] for m in get_json(kubectl, "configmap", "settings")["metadata"]["managedFields"]}
+    assert "kubectl-label" in managers
+
+
 def test_server_side_apply_hand_over_between_managers(kubectl, tmp_path):
     manifest = tmp_path / "web.yaml"
     manifest.write_text(deployment())

@@ -486,3 +486,42 @@ def test_custom_resources_are_served_again_after_a_restart(tmp_path):
         api_client.close()
     finally:
         runner.stop()
+
+
+def test_stored_versions_and_no_creates_while_the_crd_terminates(api):
+    extensions = k8s.ApiextensionsV1Api(api)
+    custom = k8s.CustomObjectsApi(api)
+    created = api.sanitize_for_serialization(extensions.create_custom_resource_definition(CRONTAB_CRD))
+    assert created["status"]["storedVersions"] == ["v1"]
+    wait_established(extensions, CRONTABS, within=5)
+    assert extensions.read_custom_resource_definition(CRONTABS).status.stored_versions == ["v1"]
+
+    # An object with a finalizer keeps the CRD Terminating while it stays.
+    held = crontab("held")
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    custom.create_namespaced_custom_object(GROUP, "v1", "default", "crontabs", held)
+    extensions.delete_custom_resource_definition(CRONTABS)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            custom.create_namespaced_custom_object(GROUP, "v1", "default", "crontabs", crontab("late"))
+        except ApiException as error:
+            assert error.status == 405, error.body
+            status = json.loads(error.body)
+            assert status["reason"] == "MethodNotAllowed"
+            assert status["message"] == "create not allowed while custom resource definition is terminating"
+            break
+        custom.delete_namespaced_custom_object(GROUP, "v1", "default", "crontabs", "late")
+        assert time.monotonic() < deadline, "creates were still accepted after the CRD was deleted"
+        time.sleep(0.05)
+    # Reads and updates still work, so a controller can let go of its objects.
+    custom.patch_namespaced_custom_object(GROUP, "v1", "default", "crontabs", "held", {"metadata": {"finalizers": None}})
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            extensions.read_custom_resource_definition(CRONTABS)
+        except ApiException as error:
+            assert error.status == 404
+            break
+        assert time.monotonic() < deadline, "the CRD was not removed once its objects were gone"
+        time.sleep(0.1)

@@ -155,3 +155,32 @@ value: 1000
     assert 'serviceaccount "ghost" not found' in no_account.stderr
     critical = kubectl("apply", "-f", "-", input=_pod("crit", "  priorityClassName: system-node-critical\n"))
     assert critical.returncode == 0, critical.stderr
+
+
+def test_service_account_token_volume_is_added_unless_opted_out(kubectl) -> None:
+    def volumes_of(name: str) -> tuple[list[str], list[list[str]]]:
+        pod = json.loads(kubectl("get", "pod", name, "-o", "json").stdout)
+        names = [v["name"] for v in pod["spec"].get("volumes") or []]
+        mounts = [[m["mountPath"] for m in c.get("volumeMounts") or []] for c in pod["spec"]["containers"]]
+        return names, mounts
+
+    # No `default` account yet (no controller manager here): the pod runs without a token.
+    assert kubectl("apply", "-f", "-", input=_pod("early")).returncode == 0
+    assert volumes_of("early") == ([], [[]])
+
+    assert kubectl("create", "serviceaccount", "default").returncode == 0
+    assert kubectl("create", "serviceaccount", "quiet").returncode == 0
+    assert kubectl("patch", "serviceaccount", "quiet", "-p", '{"automountServiceAccountToken": false}').returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("mounted")).returncode == 0
+    names, mounts = volumes_of("mounted")
+    assert len(names) == 1 and names[0].startswith("kube-api-access-")
+    assert mounts == [["/var/run/secrets/kubernetes.io/serviceaccount"]]
+    pod = json.loads(kubectl("get", "pod", "mounted", "-o", "json").stdout)
+    sources = pod["spec"]["volumes"][0]["projected"]["sources"]
+    assert sources[0] == {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+
+    assert kubectl("apply", "-f", "-", input=_pod("pod-opts-out", "  automountServiceAccountToken: false\n")).returncode == 0
+    assert volumes_of("pod-opts-out") == ([], [[]])
+    assert kubectl("apply", "-f", "-", input=_pod("account-opts-out", "  serviceAccountName: quiet\n")).returncode == 0
+    assert volumes_of("account-opts-out") == ([], [[]])

@@ -143,6 +143,12 @@ def cluster_roles() -> list[dict]:
         _role("system:aggregate-to-admin", admin, {"rbac.authorization.k8s.io/aggregate-to-admin": "true"}),
         _role("system:aggregate-to-edit", edit, {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}),
         _role("system:aggregate-to-view", view, {"rbac.authorization.k8s.io/aggregate-to-view": "true"}),
+        # What metrics-server installs for the metrics.k8s.io group (served here): `kubectl top` for
+        # every user holding view, edit or admin.
+        _role("system:aggregated-metrics-reader", [_rule(READ, ["metrics.k8s.io"], ["pods", "nodes"])],
+              {"rbac.authorization.k8s.io/aggregate-to-view": "true",
+               "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+               "rbac.authorization.k8s.io/aggregate-to-admin": "true"}),
         _role("system:basic-user", self_reviews),
         _role("system:discovery", [_urls(["get"], ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez",
                                                    "/openapi", "/openapi/*", "/readyz", "/version", "/version/"])]),

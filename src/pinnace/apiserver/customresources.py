@@ -80,6 +80,16 @@ class CustomResources:
     def is_custom(self, info: ResourceInfo) -> bool:
         return (info.group, info.version, info.plural) in self.served
 
+    def is_terminating(self, info: ResourceInfo) -> bool:
+        """The CRD serving `info` is being deleted (its `deletionTimestamp` or `Terminating` condition)."""
+        crd = self.crd_of(info)
+        if crd is None:
+            return False
+        if crd["metadata"].get("deletionTimestamp"):
+            return True
+        return any(c.get("type") == "Terminating" and c.get("status") == "True"
+                   for c in (crd.get("status") or {}).get("conditions") or ())
+
     def infos(self) -> list[ResourceInfo]:
         return [info for info, _crd in self.served.values()]
 

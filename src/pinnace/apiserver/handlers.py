@@ -114,6 +114,17 @@ def negotiate(accept: str | None) -> Output:
     )
 
 
+def field_manager(request: web.Request) -> str | None:
+    """The manager a write is recorded under: `fieldManager`, else the User-Agent's first part
+    ("kubectl" of "kubectl/v1.32.0 (linux/amd64) ..."), as kube-apiserver defaults it (128 characters
+    at most); None when neither is given."""
+    manager = request.query.get("fieldManager")
+    if manager:
+        return manager
+    agent = request.headers.get("User-Agent", "").split("/", 1)[0].strip()
+    return agent[:128] or None
+
+
 def _respond(data: Any, output: Output, status: int = 200, headers: dict | None = None) -> web.Response:
     if output.format == "yaml":
         return web.Response(
@@ -461,7 +472,7 @@ class ResourceHandlers:
         validate = self.validator(info, request, raw, state, obj)
         validate.check_decoding(obj)
         obj = await self.server.security.admit(request, target, "CREATE", obj)
-        manager = request.query.get("fieldManager")
+        manager = field_manager(request)
         created = await self.registry.create(
             info, target.namespace, obj, dry_run=_dry_run(request.query),
             validate=self._with_managed_fields(info, validate, manager, None),
@@ -469,7 +480,7 @@ class ResourceHandlers:
         return self.render_object(info, created, output, request.query, 201, self._warning_headers(state))
 
     def _with_managed_fields(self, info: ResourceInfo, validate: Any, manager: str | None, subresource: str | None) -> Any:
-        """Record the write in managedFields when the client names its field manager."""
+        """Record the write in managedFields under `manager` (see `field_manager`)."""
         if not manager:
             return validate
         from pinnace.api import apply as ssa
@@ -508,7 +519,7 @@ class ResourceHandlers:
             raise BadRequest("the body of the request must be an object")
         validate = self.validator(info, request, raw, state, obj)
         validate.check_decoding(obj)
-        manager = request.query.get("fieldManager")
+        manager = field_manager(request)
         if target.subresource == "finalize" and info.name == "v1/namespaces":
             result = await self.registry.finalize_namespace(target.name, obj)  # type: ignore[arg-type]
             return _respond(result, output)
@@ -533,6 +544,7 @@ class ResourceHandlers:
         is_apply = patching.is_apply_content_type(content_type)
         if is_apply and not manager:
             raise BadRequest("PATCH, application/apply-patch+yaml requires fieldManager to be set")
+        manager = manager or field_manager(request)
         if force and not is_apply:
             raise BadRequest("force may only be specified with application/apply-patch+yaml patches")
         dry_run = _dry_run(query)
@@ -698,7 +710,7 @@ class ResourceHandlers:
             try:
                 body = patching.apply_patch(
                     scale, raw, request.headers.get("Content-Type", ""), group="autoscaling", version="v1",
-                    kind="Scale", is_custom=False, field_manager=request.query.get("fieldManager"),
+                    kind="Scale", is_custom=False, field_manager=field_manager(request),
                     force=_query_bool(request.query, "force"), subresource="scale",
                 )
             except patching.PatchError as error:
@@ -716,8 +728,17 @@ class ResourceHandlers:
         if request.method == "PUT" and precondition and precondition != parent["metadata"]["resourceVersion"]:
             raise Conflict.modified(info.plural, info.group, target.name or "")
         if parent.get("spec", {}).get("replicas") != replicas:
-            parent.setdefault("spec", {})["replicas"] = replicas
+            old = parent
+            parent = {**parent, "spec": {**(parent.get("spec") or {}), "replicas": replicas},
+                      "metadata": dict(parent["metadata"])}
             parent["metadata"]["generation"] = int(parent["metadata"].get("generation", 1)) + 1
+            manager = field_manager(request)
+            if manager:
+                from pinnace.api import apply as ssa
+
+                # As in Kubernetes, the scale subresource's writer owns the parent's spec.replicas.
+                ssa.update_managed_fields(old, parent, manager, "Update", group=info.group, version=info.version,
+                                          kind=info.kind, subresource="scale")
             if not _dry_run(request.query):
                 parent = await self.registry.write_raw(info, parent, kv.mod_revision)
         return _respond(_scale_of(parent, info), output)

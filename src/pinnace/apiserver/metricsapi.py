@@ -5,7 +5,8 @@ kubelet's `/stats/summary` and keeps the last window in memory. pinnace serves i
 itself and scrapes on demand: a request reads the summaries of the nodes it needs, in parallel, with
 the API server's kubelet client certificate. CPU is the kubelet's rate since its previous scrape, so a
 node scraped for the first time (or not for a minute) is read twice half a second apart, the way
-metrics-server reports nothing until it holds two points. `window` is the time between the two reads
+metrics-server reports nothing until it holds two points; requests within a second of a scrape are
+answered from it. `window` is the time between the two reads
 the rate came from; memory is the working set, in `Ki` as metrics-server prints it.
 
 A node whose kubelet cannot be reached answers 503 for a `get` (of the node or of a pod on it); a
@@ -40,6 +41,8 @@ INFOS = (NODE_METRICS, POD_METRICS)
 # A scrape older than this is too old to take a CPU rate from: read the node twice instead.
 _FRESH_SECONDS = 60.0
 _RESAMPLE_GAP = 0.5
+# Requests within this long of a scrape are answered from it, as metrics-server answers from memory.
+_REUSE_SECONDS = 1.0
 
 
 def lookup(plural: str) -> ResourceInfo | None:
@@ -68,7 +71,8 @@ class MetricsApi:
 
     def __init__(self, server: Any) -> None:
         self.server = server
-        self._scraped: dict[str, float] = {}  # node name -> monotonic time of its last summary
+        # node name -> (monotonic time of its last summary, the summary, the window its rates cover)
+        self._scraped: dict[str, tuple[float, dict, float]] = {}
 
     async def handle(self, request: web.Request, version: str, rest: list[str]) -> web.Response:
         """`rest`: the path after /apis/metrics.k8s.io/<version>/."""
@@ -231,12 +235,15 @@ class MetricsApi:
     async def _scrape(self, node: dict, cert: str | None, key: str | None) -> tuple[dict, float]:
         name = node["metadata"]["name"]
         now = time.monotonic()
-        previous = self._scraped.get(name)
+        last = self._scraped.get(name)
+        if last is not None and now - last[0] < _REUSE_SECONDS:
+            return last[1], last[2]  # a rate over a few milliseconds would read as zero (clock ticks)
+        previous = last[0] if last is not None else None
         if previous is None or now - previous > _FRESH_SECONDS:
             await kubelet_get(node, "/stats/summary", client_cert=cert, client_key=key, timeout=5)
             previous = time.monotonic()
             await asyncio.sleep(_RESAMPLE_GAP)
         summary = await kubelet_get(node, "/stats/summary", client_cert=cert, client_key=key, timeout=5)
         now = time.monotonic()
-        self._scraped[name] = now
+        self._scraped[name] = (now, summary, now - previous)
         return summary, now - previous

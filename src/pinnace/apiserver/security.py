@@ -69,7 +69,7 @@ class SecurityConfig:
     audit_policy_file: str | None = None
     audit_log_path: str | None = None  # default <data_dir>/audit.log when a policy is given
     encryption_provider_config: str | None = None
-    mount_service_account_token: bool = False  # ServiceAccount admission adds the kube-api-access volume
+    mount_service_account_token: bool = True  # ServiceAccount admission adds the kube-api-access volume
     rate_limit_qps: float = 100.0  # per user, system:masters exempt; 0: off
     rate_limit_burst: int = 200
     max_watches_per_user: int = 250
@@ -130,7 +130,8 @@ class Security:
             from pinnace.apiserver.encryption import EncryptedStore, load_config
 
             store = EncryptedStore(store, load_config(self.config.encryption_provider_config))
-        return ObservedStore(store, (RBAC_PREFIX, *CACHED.values()), self._written)
+        return ObservedStore(store, (RBAC_PREFIX, *CACHED.values()), self._written,
+                             every_write=getattr(self.server, "note_write", None))
 
     async def start(self) -> None:
         from pinnace.apiserver.server import USER
@@ -460,30 +461,35 @@ async def issue_node_credentials(server: Any, node_name: str, directory: Path) -
 class ObservedStore:
     """A `Store` that reports every acknowledged write under its prefixes to `written(key, value, revision)`
     (value None for a delete). Wrapping the store, not watching it, makes the report synchronous with
-    the write: no window where a revoked binding still authorizes."""
+    the write: no window where a revoked binding still authorizes. `every_write(key, revision)`, when
+    given, hears of every write (the API server uses it to know how far its watch caches must get)."""
 
-    def __init__(self, inner: Any, prefixes: tuple[str, ...], written: Any) -> None:
+    def __init__(self, inner: Any, prefixes: tuple[str, ...], written: Any, every_write: Any = None) -> None:
         self.inner = inner
         self.prefix = prefixes  # str.startswith takes the tuple
         self.written = written
+        self.every_write = every_write or (lambda key, revision: None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def create(self, key: str, value: bytes) -> int:
         revision = await self.inner.create(key, value)
+        self.every_write(key, revision)
         if key.startswith(self.prefix):
             self.written(key, value, revision)
         return revision
 
     async def update(self, key: str, value: bytes, expected_revision: int | None) -> int:
         revision = await self.inner.update(key, value, expected_revision)
+        self.every_write(key, revision)
         if key.startswith(self.prefix):
             self.written(key, value, revision)
         return revision
 
     async def delete(self, key: str, expected_revision: int | None = None) -> Any:
         deleted = await self.inner.delete(key, expected_revision)
+        self.every_write(key, deleted.mod_revision)
         if key.startswith(self.prefix):
             self.written(key, None, deleted.mod_revision)
         return deleted

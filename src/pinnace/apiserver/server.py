@@ -85,6 +85,9 @@ class ServerConfig:
     data_dir: str | Path
     port: int = 6443  # 0 picks a free port
     bind_address: str = "0.0.0.0"
+    # The address the `kubernetes` Service's endpoints carry (kube-apiserver's --advertise-address): one
+    # pods can reach. Default: bind_address, else this host's first non-loopback address.
+    advertise_address: str | None = None
     store: str = "sqlite"
     insecure_port: int | None = None  # 0 picks a free port
     watch_timeout: int = 1800  # seconds a watch without timeoutSeconds stays open
@@ -135,6 +138,8 @@ class ApiServer:
         self.loop = asyncio.get_running_loop()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         extra = (self.config.bind_address,) if self.config.bind_address not in ("0.0.0.0", "::", "") else ()
+        if self.config.advertise_address:
+            extra += (self.config.advertise_address,)
         cluster_certs = await asyncio.to_thread(certificates.ensure, self.data_dir / "pki", extra)
         self.certs = cluster_certs
         self.ca_path = cluster_certs.ca_cert
@@ -313,6 +318,8 @@ class ApiServer:
                 self.registry.namespaces[name] = ns
 
     def advertise_address(self) -> str:
+        if self.config.advertise_address:
+            return self.config.advertise_address
         bind = self.config.bind_address
         if bind not in ("0.0.0.0", "::", ""):
             return bind
@@ -592,6 +599,11 @@ class ApiServer:
                 f"the server does not allow this method on the requested resource ({method} {info.plural})",
                 kind=info.plural, group=info.group,
             )
+        if verb == "create" and self.custom is not None and self.custom.is_terminating(info):
+            # kube-apiserver's CRD handler: the kind stays served while its objects are deleted, for
+            # every verb but create.
+            raise MethodNotAllowed("create not allowed while custom resource definition is terminating",
+                                   kind=info.plural, group=info.group)
         return await call(request, target, output)
 
     def lookup(self, group: str, version: str, plural: str) -> ResourceInfo | None:
@@ -601,15 +613,29 @@ class ApiServer:
             info = self.custom.lookup(group, version, plural)
         return info
 
+    def note_write(self, key: str, revision: int) -> None:
+        """Every acknowledged store write (from the store wrapper): the watch cache of its resource
+        learns how far it must get before `cached_objects` may answer from it."""
+        for prefix, cache in self._caches.items():
+            if key.startswith(prefix):
+                cache.note_write(revision)
+                return
+
     async def cached_objects(self, resource: str, namespace: str | None = None) -> list[dict]:
         """The objects of `resource` ("v1/limitranges"), in `namespace` if given, from memory.
 
-        Served by the resource's watch cache, like an informer: current to within the last event (a
-        few milliseconds behind a write), no store read per call. For readers on hot paths such as
-        admission plugins. The dicts are shared: never mutate them.
+        Served by the resource's watch cache, like an informer, with no store read per call; unlike an
+        informer it first waits (briefly) for the events of every write this server has acknowledged,
+        so a caller sees its own writes (ResourceQuota counts the pod created just before). Falls back
+        to the store when the cache cannot catch up. The dicts are shared: never mutate them.
         """
         info = self.kinds.by_resource(resource)
-        objects = await self.watch_cache(info).current_objects()
+        cache = self.watch_cache(info)
+        objects = await cache.current_objects()
+        if not await cache.caught_up():
+            page = await self.registry.list_page(info, namespace if info.namespaced else None,
+                                                 revision=None, limit=0, continue_token=None)
+            return page.items
         if namespace is None or not info.namespaced:
             return list(objects.values())
         return [obj for obj in objects.values() if obj["metadata"].get("namespace") == namespace]

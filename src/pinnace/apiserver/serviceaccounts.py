@@ -226,6 +226,10 @@ class ServiceAccountTokens:
         body = handlers.decode_body(raw, request.headers.get("Content-Type", "application/json")) if raw.strip() else {}
         if not isinstance(body, dict):
             raise BadRequest("the body of the request must be a TokenRequest object")
+        # Admission sees the TokenRequest too: NodeRestriction lets a node ask only for its own pods' tokens.
+        admitted = await self.server.security.admit(request, target, "CREATE", body)
+        if isinstance(admitted, dict):
+            body = admitted
         spec = body.get("spec") or {}
         if not isinstance(spec, dict):
             raise BadRequest("spec must be an object")

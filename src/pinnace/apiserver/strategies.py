@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from pinnace.api import defaults
 from pinnace.api.crd import names_problems as crd_names_problems
+from pinnace.api.crd import storage_version as crd_storage_version
 from pinnace.api.selectors import SelectorError, label_selector_from_dict
 from pinnace.apiserver.errors import Invalid, cause
 from pinnace.store.base import KeyExists, KeyNotFound, Store
@@ -34,6 +35,9 @@ ALLOCATION_PREFIX = "/registry/pinnace/allocations"
 
 # Pod spec fields that may change after creation (Kubernetes' ValidatePodUpdate).
 _POD_MUTABLE_SPEC = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
+
+
+_CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
 @dataclass
@@ -57,6 +61,11 @@ class Strategy:
         defaults.apply_defaults(self.resource, obj)
         if self.resource == "batch/v1/jobs":
             _job_selector(obj)
+        elif self.resource == _CRDS:
+            # As Kubernetes' CRD strategy: a new CRD's status starts empty but for the storage version,
+            # which `storedVersions` records from the first write on (migrations read it).
+            storage = crd_storage_version(obj)
+            obj["status"] = {"acceptedNames": {"kind": "", "plural": ""}, "storedVersions": [storage] if storage else []}
 
     # ---- update ----
 
@@ -68,6 +77,13 @@ class Strategy:
             else:
                 new.pop("status", None)
         defaults.apply_defaults(self.resource, new)
+        if self.resource == _CRDS:
+            # A new storage version joins `storedVersions`; versions stored before are never dropped here.
+            storage = crd_storage_version(new)
+            status = new.get("status") or {}
+            stored = list(status.get("storedVersions") or [])
+            if storage and storage not in stored:
+                new["status"] = {**status, "storedVersions": [*stored, storage]}  # old's status stays as it was
 
     def prepare_status_update(self, new: dict, old: dict) -> dict:
         """The status subresource: only `status` changes; returns the object to store."""

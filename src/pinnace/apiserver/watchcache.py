@@ -121,6 +121,8 @@ class WatchCache:
         self.objects: dict[str, dict] | None = None  # filled on first use of current_objects()
         self._pending: list[CachedEvent] | None = None
         self._filling: asyncio.Future[None] | None = None
+        self.written = 0  # the newest write under the prefix this server acknowledged (note_write)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     async def start(self) -> None:
         """Begin following the store (once, however many callers race here) and wait until it does."""
@@ -177,6 +179,8 @@ class WatchCache:
             self.start_revision = self.events[0].revision
         self.events.append(cached)
         self.revision = event.revision
+        if self._waiters:
+            self._wake()
         for subscriber in tuple(self.subscribers):
             subscriber.offer(cached)
             if subscriber.closed:
@@ -185,6 +189,37 @@ class WatchCache:
             listener(cached)
         if self.objects is not None:
             self._track(cached)
+
+    # ---- catching up with this server's own writes ----
+
+    def note_write(self, revision: int) -> None:
+        """This server acknowledged a write under the prefix at `revision` (before its event arrives)."""
+        if revision > self.written:
+            self.written = revision
+
+    def _wake(self) -> None:
+        still = []
+        for revision, waiter in self._waiters:
+            if revision <= self.revision:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((revision, waiter))
+        self._waiters = still
+
+    async def caught_up(self, timeout: float = 1.0) -> bool:
+        """Wait until every write this server acknowledged under the prefix has been dispatched (read
+        your writes). False when that did not happen within `timeout` (the store watch is restarting)."""
+        target = self.written
+        if self.revision >= target:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return self.revision >= target
+        return True
 
     # ---- the current objects (for readers that tolerate a few milliseconds of lag) ----
 

@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=6443, help="HTTPS port (default 6443)")
     parser.add_argument("--bind-address", default="0.0.0.0", help="address of the HTTPS listener (default 0.0.0.0)")
     parser.add_argument(
+        "--advertise-address", default=None,
+        help="address the `kubernetes` Service's endpoints carry; pods and nodes must reach it "
+             "(default: --bind-address, else this host's first non-loopback address)",
+    )
+    parser.add_argument(
         "--store", default="sqlite",
         help="'sqlite' (embedded, in the data dir), 'sqlite:///path/state.db' or 'etcd://h1:2379,h2:2379[/prefix]'",
     )
@@ -65,7 +70,7 @@ async def run(args: argparse.Namespace) -> int:
             say(f"cluster certificates and tokens from {args.ca_from}: {', '.join(copied)}")
     config = ServerConfig(
         data_dir=data_dir, port=args.port, bind_address=args.bind_address, store=args.store,
-        insecure_port=args.insecure_port,
+        insecure_port=args.insecure_port, advertise_address=args.advertise_address,
     )
     server = ApiServer(config)
     try:

@@ -66,3 +66,29 @@ def test_immutable_secret():
     old = {"immutable": True, "data": {"a": "MQ=="}}
     assert strategy("v1/secrets").validate({"immutable": True, "data": {"a": "Mg=="}}, old)[0]["field"] == "data"
     assert strategy("v1/secrets").validate(dict(old), old) == []
+
+
+def crd(*versions: tuple[str, bool], status: dict | None = None) -> dict:
+    obj = {
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "widgets", "kind": "Widget"},
+                 "versions": [{"name": name, "served": True, "storage": storage} for name, storage in versions]},
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def test_a_new_crd_records_its_storage_version():
+    created = crd(("v1", True), status={"storedVersions": ["v0"], "conditions": [{"type": "Established"}]})
+    strategy("apiextensions.k8s.io/v1/customresourcedefinitions").prepare_create(created)
+    assert created["status"] == {"acceptedNames": {"kind": "", "plural": ""}, "storedVersions": ["v1"]}
+
+
+def test_a_new_storage_version_joins_stored_versions_and_old_ones_stay():
+    old = crd(("v1", True), status={"storedVersions": ["v1"]})
+    new = crd(("v1", False), ("v2", True), status={"storedVersions": []})
+    strategy("apiextensions.k8s.io/v1/customresourcedefinitions").prepare_update(new, old)
+    assert new["status"]["storedVersions"] == ["v1", "v2"]
+    assert old["status"]["storedVersions"] == ["v1"]  # the stored object is not changed in place

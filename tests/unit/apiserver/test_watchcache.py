@@ -53,3 +53,32 @@ def test_events_are_encoded_once_per_type():
     event = CachedEvent("ADDED", 3, "k", labelled("web"), None)
     assert event.encoded("ADDED") is event.encoded("ADDED")
     assert event.encoded("ADDED").startswith(b'{"type":"ADDED","object":{"metadata"')
+
+
+class _StoreEvent:
+    """The fields of pinnace.store.base.Event that the cache reads."""
+
+    def __init__(self, revision: int, key: str) -> None:
+        self.type, self.revision, self.key = "ADDED", revision, key
+        self.value = b'{"metadata": {"name": "p"}}'
+        self.prev_value = None
+
+
+async def test_readers_wait_for_the_events_of_acknowledged_writes():
+    import asyncio
+
+    from pinnace.apiserver.watchcache import WatchCache
+
+    cache = WatchCache(store=None, prefix="/registry/pods/")  # type: ignore[arg-type]
+    assert await cache.caught_up(timeout=0.01)  # nothing written: nothing to wait for
+    cache.note_write(7)
+    reader = asyncio.create_task(cache.caught_up(timeout=5))
+    await asyncio.sleep(0.01)
+    assert not reader.done()
+    cache._dispatch(_StoreEvent(6, "/registry/pods/default/a"))
+    await asyncio.sleep(0.01)
+    assert not reader.done()  # an older event does not satisfy it
+    cache._dispatch(_StoreEvent(7, "/registry/pods/default/b"))
+    assert await asyncio.wait_for(reader, 1)
+    cache.note_write(9)
+    assert not await cache.caught_up(timeout=0.01)  # the store watch is behind: callers fall back

@@ -165,3 +165,31 @@ async def test_unprivileged_mode_runs_in_the_host_network_and_names_volumes_in_t
         for item in await runtime.list_pod_sandboxes():
             await runtime.remove_pod_sandbox(item.id)
         await runtime.close()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: mount namespaces")
+async def test_shared_mount_point_outlives_the_container_that_made_it(runtime, tmp_path):
+    """Every pod mounts its token at the same path: removing the first pod's container must neither
+    remove the mount point under the others nor leave it on the host after the last one."""
+    from pinnace.kubelet.runtime.base import Mount
+
+    mount_point = f"/run/pinnace-test-{os.getpid()}/serviceaccount"
+    ids = []
+    for name in ("first", "second"):
+        volume = tmp_path / name
+        volume.mkdir()
+        (volume / "token").write_text(name)
+        sandbox = await runtime.run_pod_sandbox(PodSandboxConfig(name=name, namespace="default", uid=name + "-uid"))
+        cid = await runtime.create_container(sandbox, ContainerConfig(
+            name="c", command=["sh", "-c", f"sleep 1; cat {mount_point}/token"],
+            log_path=str(tmp_path / f"{name}.log"), mounts=[Mount(str(volume), mount_point, read_only=True)]))
+        await runtime.start_container(cid)
+        ids.append(cid)
+    await runtime.remove_container(ids[0])
+    assert os.path.isdir(mount_point)
+    await asyncio.wait_for(runtime.wait_container(ids[1]), 5)
+    await asyncio.sleep(0.1)
+    assert (await logs_of(runtime, ids[1])).strip() == "second"
+    await runtime.remove_container(ids[1])
+    assert not os.path.exists(os.path.dirname(mount_point))

@@ -11,13 +11,12 @@ from pinnace.api.quantity import parse_quantity
 
 async def list_objects(server: Any, resource: str, namespace: str | None) -> list[dict]:
     """The objects of `resource` (in `namespace`): from the security layer's write-through cache for the
-    small kinds admission reads on every pod write, else from the store. Copies: callers may edit them."""
+    small kinds admission reads on every pod write (copies: callers may edit them), else from the
+    resource's watch cache, which has seen every write this server acknowledged (shared: read only)."""
     cached = server.security.cached(resource, namespace)
     if cached is not None:
         return copy.deepcopy(cached)
-    info = server.kinds.by_resource(resource)
-    page = await server.registry.list_page(info, namespace, revision=None, limit=0, continue_token=None)
-    return page.items
+    return await server.cached_objects(resource, namespace)
 
 
 def containers(pod: dict, init: bool = True) -> list[dict]:

@@ -572,6 +572,23 @@ class ProcessRuntime:
             record["created_dirs"].extend(missing)
         return mounts
 
+    def _hand_over_mount_point(self, container_id: str, path: str) -> bool:
+        """Leave a created mount point to another container that mounts at or under it.
+
+        Removing it would be wrong, not just untidy: since Linux 3.18 removing a directory detaches
+        whatever other mount namespaces have mounted on it, so every pod's service account token
+        (all at the same mountPath) would vanish when the first pod that made the path went away."""
+        prefix = path.rstrip("/") + "/"
+        for other_id, other in self._containers.items():
+            if other_id == container_id:
+                continue
+            targets = [mount["container_path"] for mount in other.record.get("mounts", [])]
+            if any(target == path or target.startswith(prefix) for target in targets):
+                other.record.setdefault("created_dirs", []).append(path)
+                self._save_container(other.record)
+                return True
+        return False
+
     def _open_fifos(self, container_id: str) -> tuple[list[int], list[int]]:
         """Parent read ends and child ends of the stdout and stderr FIFOs."""
         readers, children = [], []
@@ -807,6 +824,8 @@ class ProcessRuntime:
         record = container.record
         self._remove_cgroups(record)
         for path in record.get("created_dirs", []):
+            if self._hand_over_mount_point(container_id, path):
+                continue
             with contextlib.suppress(OSError):
                 if os.path.isdir(path):
                     os.rmdir(path)

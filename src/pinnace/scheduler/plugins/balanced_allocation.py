@@ -23,6 +23,8 @@ class BalancedAllocation:
     def __init__(self, args: Mapping[str, Any] | None = None, handle: Any = None) -> None:
         args = args or {}
         self.resources = [r["name"] for r in args.get("resources") or ({"name": "cpu"}, {"name": "memory"})]
+        # node name -> (NodeInfo, its generation, pod cpu, pod memory, score): see score_nodes.
+        self._memo: dict[str, tuple[NodeInfo, int, int, int, int]] = {}
 
     def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
         if all(pod.requests.get(name) == 0 for name in self.resources):
@@ -42,9 +44,17 @@ class BalancedAllocation:
         if self.resources != ["cpu", "memory"]:
             return [self.score(state, pod, n) for n in nodes]
         pc, pm = pod.requests.milli_cpu, pod.requests.memory
-        scores = []
+        # A node's score only changes when the node does (its generation moves on every pod placed
+        # or removed) or the pod's requests differ: replicas of one workload reuse earlier scores.
+        memo = self._memo
+        scores: list[int] = []
         append = scores.append
         for n in nodes:
+            known = memo.get(n.name)
+            if known is not None and known[0] is n and known[1] == n.generation and known[2] == pc \
+                    and known[3] == pm:
+                append(known[4])
+                continue
             alloc = n.allocatable
             cap_c = alloc.milli_cpu
             cap_m = alloc.memory
@@ -57,9 +67,11 @@ class BalancedAllocation:
                 if fm > 1.0:
                     fm = 1.0
                 # With two resources the standard deviation is half the difference.
-                append(int((1 - (fc - fm if fc > fm else fm - fc) / 2) * MAX_NODE_SCORE))
+                score = int((1 - (fc - fm if fc > fm else fm - fc) / 2) * MAX_NODE_SCORE)
             else:
-                append(self.score(state, pod, n))
+                score = self.score(state, pod, n)
+            memo[n.name] = (n, n.generation, pc, pm, score)
+            append(score)
         return scores
 
 
