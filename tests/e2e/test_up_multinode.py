@@ -91,7 +91,7 @@ def fetch(url: str) -> str:
 
 
 async def test_three_nodes_spread_serve_and_replace_a_lost_node(tmp_path: Path) -> None:
-    args = argparse.Namespace(nodes=3, runtime="process", port=free_port(), bind_address="127.0.0.1",
+    args = argparse.Namespace(nodes=3, runtime="process", port=free_port(), bind_address=None,
                               proxy_mode="iptables", dns_port=free_port(), node_monitor_grace_period=4.0)
     cluster = Cluster(args, tmp_path / "cluster")
     (tmp_path / "cluster").mkdir()

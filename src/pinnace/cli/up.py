@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
     parser.add_argument("--runtime", choices=("process", "cri"), default="process", help="container runtime of the nodes")
     parser.add_argument("--port", type=int, default=6443, help="API server port (default 6443)")
-    parser.add_argument("--bind-address", default="127.0.0.1", help="API server address (default 127.0.0.1)")
+    parser.add_argument("--bind-address", default=None,
+                        help="API server address (default 0.0.0.0 as root, so pods reach it; else 127.0.0.1)")
     parser.add_argument("--proxy-mode", choices=("auto", "iptables", "userspace"), default="auto")
     parser.add_argument("--dns-port", type=int, default=10053, help="cluster DNS port on the node (default 10053)")
     parser.add_argument("--node-monitor-grace-period", type=float, default=40.0,
@@ -68,7 +69,7 @@ def detach(args: argparse.Namespace, data_dir: Path) -> int:
 
             raise CliError(f"a cluster is already running from {data_dir} (pid {pid}); stop it with `pinnace down`")
     argv = [sys.executable, "-m", "pinnace", "up", "--data-dir", str(data_dir), "--nodes", str(args.nodes),
-            "--runtime", args.runtime, "--port", str(args.port), "--bind-address", args.bind_address,
+            "--runtime", args.runtime, "--port", str(args.port), *(["--bind-address", args.bind_address] if args.bind_address else []),
             "--proxy-mode", args.proxy_mode, "--dns-port", str(args.dns_port),
             "--node-monitor-grace-period", str(args.node_monitor_grace_period)]
     log_path = data_dir / "pinnace.log"
@@ -146,7 +147,15 @@ class Cluster:
         from pinnace.client import Client
 
         args = self.args
-        server = ApiServer(ServerConfig(data_dir=str(self.data_dir), port=args.port, bind_address=args.bind_address))
+        from pinnace.kubelet.agent import default_node_ip
+
+        # As root pods live in their own network namespaces: they reach the API server (the `kubernetes`
+        # Service) at the node's address, never at 127.0.0.1.
+        root = os.geteuid() == 0
+        bind = args.bind_address or ("0.0.0.0" if root else "127.0.0.1")
+        advertise = default_node_ip() if root and bind == "0.0.0.0" else None
+        server = ApiServer(ServerConfig(data_dir=str(self.data_dir), port=args.port, bind_address=bind,
+                                        advertise_address=advertise))
         await self._start("api server", server)
         kubeconfig = str(server.kubeconfig_path)
         self.ca_path = server.ca_path

@@ -108,6 +108,8 @@ async def make_certificate(directory: Path, host: str) -> tuple[str, str]:
 class KubeletServer:
     def __init__(self, kubelet: Kubelet) -> None:
         self.kubelet = kubelet
+        # CPU samples per object, per kubelet: several nodes may share one process.
+        self._samples: dict[str, tuple[float, float]] = {}
 
     # ----------------------------------------------------------------- helpers
 
@@ -304,8 +306,6 @@ class KubeletServer:
                 "pods": pods,
             }
         )
-
-    _samples: dict[str, tuple[float, float]] = {}
 
     def rate(self, key: str, cpu_seconds: float) -> int:
         """CPU use in nanocores since the previous scrape of the same object."""

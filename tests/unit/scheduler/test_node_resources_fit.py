@@ -128,3 +128,31 @@ def test_balanced_allocation_prefers_evening_out():
                      {"n1": [pod(cpu="2")], "n2": [pod(memory="4Gi")]})
     scores = run_score(BalancedAllocation(), pod(cpu="2"), handle)
     assert scores["n2"] > scores["n1"]
+
+
+@pytest.mark.parametrize("plugin_class", [NodeResourcesFit, BalancedAllocation])
+def test_remembered_scores_follow_every_node_change(plugin_class):
+    # One plugin instance scores cycle after cycle; each answer must equal a fresh instance's.
+    handle = cluster([node("n1", cpu="4", memory="8Gi"), node("n2", cpu="4", memory="8Gi"),
+                      node("n3", cpu="4", memory="8Gi")])
+    cache = handle.snapshot
+    plugin = plugin_class()
+    newcomer = pod(cpu="1", memory="2Gi")
+
+    def check():
+        assert run_score(plugin, newcomer, handle) == run_score(plugin_class(), newcomer, handle)
+
+    check()
+    placed = PodInfo({**pod(cpu="2", memory="1Gi"), "metadata": {"name": "a", "namespace": "default", "uid": "a"}})
+    cache.assume_pod(placed, "n1")
+    check()
+    assert run_score(plugin, pod(cpu="500m", memory="1Gi"), handle) == run_score(
+        plugin_class(), pod(cpu="500m", memory="1Gi"), handle)  # another pod size
+    check()
+    cache.forget_pod(placed)
+    check()
+    cache.update_node(node("n2", cpu="8", memory="8Gi"))  # allocatable grew
+    check()
+    cache.remove_node("n3")
+    cache.add_node(node("n3", cpu="2", memory="8Gi"))  # same name, another machine, same generation
+    check()

@@ -14,6 +14,7 @@ from typing import Any
 from pinnace.scheduler.framework import MAX_NODE_SCORE, SKIP, CycleState, NodeInfo, PodInfo, Status
 
 NAME = "NodeResourcesBalancedAllocation"
+MEMO_LIMIT = 20_000  # remembered node scores; Kubernetes supports clusters of 5,000 nodes
 
 
 class BalancedAllocation:
@@ -47,6 +48,8 @@ class BalancedAllocation:
         # A node's score only changes when the node does (its generation moves on every pod placed
         # or removed) or the pod's requests differ: replicas of one workload reuse earlier scores.
         memo = self._memo
+        if len(memo) > MEMO_LIMIT:
+            memo.clear()  # nodes come and go: forget the names no longer seen
         scores: list[int] = []
         append = scores.append
         for n in nodes:

@@ -26,6 +26,7 @@ from pinnace.scheduler.framework import (
 )
 
 NAME = "NodeResourcesFit"
+MEMO_LIMIT = 20_000  # remembered node scores; Kubernetes supports clusters of 5,000 nodes
 TOO_MANY_PODS = "Too many pods"
 DEFAULT_RESOURCES = ({"name": "cpu", "weight": 1}, {"name": "memory", "weight": 1})
 
@@ -174,6 +175,8 @@ class NodeResourcesFit:
         ws = wc + wm
         pc, pm = pod.non_zero_cpu, pod.non_zero_memory
         memo = self._memo
+        if len(memo) > MEMO_LIMIT:
+            memo.clear()  # nodes come and go: forget the names no longer seen
         scores: list[int] = []
         append = scores.append
         for n in nodes:
