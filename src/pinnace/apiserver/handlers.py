@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's limit on request bodies
+WATCH_WRITE_BATCH = 500  # watch events sent in one write when a watcher has a backlog
 JSON = "application/json"
 YAML = "application/yaml"
 PROTOBUF = "application/vnd.kubernetes.protobuf"
@@ -869,8 +870,8 @@ class ResourceHandlers:
         response.enable_chunked_encoding()
         await response.prepare(request)
         encoder = _WatchEncoder(info, output, query.get("includeObject", "Metadata"), self.table)
-        for obj in initial:
-            await response.write(encoder.encode("ADDED", obj))
+        for start in range(0, len(initial), WATCH_WRITE_BATCH):
+            await response.write(b"".join(encoder.encode("ADDED", obj) for obj in initial[start:start + WATCH_WRITE_BATCH]))
         if send_initial and bookmarks:
             await response.write(encoder.bookmark(after, initial_end=True))
         fallback: asyncio.Task[None] | None = None
@@ -902,16 +903,35 @@ class ResourceHandlers:
                     continue
                 if item is None:
                     break
-                kind, event = item
-                if kind == "ERROR":
-                    await response.write(orjson.dumps({"type": "ERROR", "object": event}) + b"\n")
+                # Send what is already queued in one write: one write per event lets a busy watcher fall
+                # behind by thousands of events while the loop serves other requests.
+                chunks: list[bytes] = []
+                finished = False
+                while True:
+                    if item is None:
+                        finished = True
+                        break
+                    kind, event = item
+                    if kind == "ERROR":
+                        chunks.append(orjson.dumps({"type": "ERROR", "object": event}) + b"\n")
+                        finished = True
+                        break
+                    last_revision = event.revision
+                    if kind == "DELETED" and event.type != "DELETED":
+                        # The object left this watcher's selector: it sees the object as deleted.
+                        chunks.append(encoder.event("DELETED", CachedEvent("DELETED", event.revision, event.key, event.object, None)))
+                    else:
+                        chunks.append(encoder.event(kind, event))
+                    if len(chunks) >= WATCH_WRITE_BATCH:
+                        break
+                    try:
+                        item = subscriber.queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                if chunks:
+                    await response.write(b"".join(chunks))
+                if finished:
                     break
-                last_revision = event.revision
-                if kind == "DELETED" and event.type != "DELETED":
-                    # The object left this watcher's selector: it sees the object as deleted.
-                    await response.write(encoder.event("DELETED", CachedEvent("DELETED", event.revision, event.key, event.object, None)))
-                else:
-                    await response.write(encoder.event(kind, event))
         except ConnectionResetError:
             pass  # the client went away; a cancellation (server stop) propagates after the cleanup
         finally:
