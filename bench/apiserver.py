@@ -114,6 +114,7 @@ async def main(seconds: float) -> dict:
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pinnace", "server", "--data-dir", data_dir, "--port", str(free_port()),
         "--bind-address", "127.0.0.1", "--insecure-port", str(port),
+        "--no-controllers",  # the API server alone: no scheduler or controllers writing back
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"

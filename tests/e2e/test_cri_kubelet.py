@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from pinnace.kubelet.agent import Kubelet
-from pinnace.kubelet.runtime.cri import remove_cgroup_tree
+from pinnace.kubelet.runtime.cri import remove_cgroup_tree, remove_cri_node
 from pinnace.kubelet.runtime.oci_archive import ImageConfig, build_busybox_image
 from pinnace.kubelet.testing import condition, container_status, free_port, kubelet_config, pod, wait_for
 
@@ -103,7 +103,12 @@ async def remove_node(kubelet: Kubelet) -> None:
     runtime = kubelet.runtime
     socket_path = runtime.containerd.socket
     try:
-        await kubelet.stop(remove_pods=True)
+        if runtime.channel is None:
+            # The agent was stopped and left its pods running (a test failed before starting another):
+            # remove them as `pinnace down` does after a lost agent.
+            await remove_cri_node(str(kubelet.config.data_dir), runtime.bridge, runtime.cgroup_root)
+        else:
+            await kubelet.stop(remove_pods=True)
     finally:
         for process in psutil.process_iter(["name", "cmdline"]):
             with contextlib.suppress(psutil.Error):

@@ -97,6 +97,18 @@ async def test_node_is_registered_with_capacity_conditions_and_lease(client, kub
     assert lease["spec"]["holderIdentity"] == kubelet.node_name
 
 
+async def test_node_marked_unknown_is_ready_again_at_the_next_status_check(client, kubelet):
+    # What the node lifecycle controller does to a node whose Lease went stale.
+    node = await client.get("v1/nodes", kubelet.node_name)
+    conditions = [{**c, "status": "Unknown", "reason": "NodeStatusUnknown"} if c["type"] == "Ready" else c
+                  for c in node["status"]["conditions"]]
+    await client.patch("v1/nodes", kubelet.node_name, {"status": {"conditions": conditions}},
+                       patch_type="merge", subresource="status")
+    await kubelet.post_node_status()  # the periodic check: nothing changed on the node itself
+    node = await client.get("v1/nodes", kubelet.node_name)
+    assert condition(node, "Ready") == "True"
+
+
 async def test_container_without_command_waits_with_config_error(client, kubelet):
     await create(client, kubelet, "nocmd", [{"name": "c", "image": "nginx"}])
     p = await wait_for(client, "nocmd", lambda p: container_status(p, "c").get("state", {}).get("waiting", {}).get("reason") == "CreateContainerConfigError")

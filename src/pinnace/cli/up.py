@@ -229,6 +229,9 @@ class Cluster:
                 client_ca_file=str(self.ca_path),
                 # As root pods have their own network namespaces and reach cluster DNS at its Service IP.
                 cluster_dns=[CLUSTER_DNS_IP] if os.geteuid() == 0 else [],
+                # Kubernetes' ratio: a node renews its Lease four times per grace period (10 s for 40 s),
+                # so a shorter --node-monitor-grace-period does not make every healthy node unreachable.
+                lease_seconds=min(KubeletConfig.lease_seconds, self.args.node_monitor_grace_period / 4),
             )
             # What `pinnace down` needs to clean up after a cluster that did not stop cleanly.
             node_dir = Path(config.data_dir)

@@ -485,7 +485,12 @@ class Kubelet:
     async def post_node_status(self, force: bool = False) -> None:
         conditions = {kind: value for kind, value in self.node_conditions().items()}
         if not force and conditions == self.conditions:
-            return
+            # Compare with the Node as the API server holds it too, as Kubernetes' kubelet does: the node
+            # lifecycle controller marks a node it lost touch with Unknown, and the next check sets it right.
+            self.node = await self.client.get("v1/nodes", self.node_name)
+            posted = {c.get("type"): c.get("status") for c in (self.node.get("status") or {}).get("conditions") or []}
+            if all(posted.get(kind) == status for kind, (status, _, _) in conditions.items()):
+                return
         status = self.node_status()
         if self.images is not None:
             with contextlib.suppress(Exception):  # the images are informative; never block the heartbeat
