@@ -44,18 +44,24 @@ async def test_all_controllers_with_leader_handover(client):
         await nodes.close()
 
 
-async def test_controller_manager_command(client, kubeconfig):
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pinnace", "controller-manager", f"--kubeconfig={kubeconfig}",
-        "--controllers=replicaset,deployment", "--no-leader-elect",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env={**os.environ})
+async def test_controller_manager_command(client, kubeconfig, tmp_path):
+    # Its log goes to a file: an unread pipe fills up and blocks the process in its next log write.
+    log_path = tmp_path / "controller-manager.log"
+    with open(log_path, "wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pinnace", "controller-manager", f"--kubeconfig={kubeconfig}",
+            "--controllers=replicaset,deployment", "--no-leader-elect",
+            stdout=asyncio.subprocess.DEVNULL, stderr=log, env={**os.environ})
     try:
         await client.create("apps/v1/deployments", deployment("cli", 2), namespace="default")
 
         async def pods_created():
             pods = (await client.list("v1/pods", namespace="default", label_selector="app=cli"))["items"]
             return len(pods) == 2
-        await eventually(pods_created, timeout=30)
+        try:
+            await eventually(pods_created, timeout=30)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\ncontroller-manager log:\n{log_path.read_text()[-3000:]}") from None
     finally:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
@@ -64,4 +70,4 @@ async def test_controller_manager_command(client, kubeconfig):
         except TimeoutError:
             process.kill()
             await process.wait()
-    assert process.returncode == 0, (await process.stderr.read()).decode()
+    assert process.returncode == 0, log_path.read_text()[-3000:]
