@@ -241,6 +241,10 @@ REGRESSIONS = [
      b'{"metadata":{"name":"n"},"spec":{"containers":[null]}}'),  # a null list element
     ("PATCH", "/apis/apps/v1/namespaces/default/deployments/fz?fieldManager=f", "application/apply-patch+yaml",
      b'{"apiVersion":"apps/v1","kind":"Deployment","metadata":null}'),  # server-side apply of metadata: null
+    # An encoded newline in the path once missed every route: a plain-text 404, not a Status.
+    ("GET", "/api/v1/componentstatuses/%0A", "", b""),
+    ("DELETE", "/api/v1/namespaces/default/configmaps/a%0Ab", "", b""),
+    ("GET", "/openapi/v3/api/v1%0A", "", b""),
 ]
 
 

@@ -1260,7 +1260,7 @@ def add_routes(app: web.Application, registry_getter: Callable[[], Any]) -> Open
 
     app.router.add_get("/openapi/v3", v3_index)
     app.router.add_get("/openapi/v3/", v3_index)
-    app.router.add_get("/openapi/v3/{gv:.+}", v3_document)
+    app.router.add_get(r"/openapi/v3/{gv:[\s\S]+}", v3_document)  # any character, newlines too, as above
     app.router.add_get("/openapi/v2", v2)
     return svc
 

@@ -179,7 +179,9 @@ class ApiServer:
             openapi = None
         if openapi is not None:
             self.openapi = openapi.add_routes(app, lambda: self.kinds)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # `[\s\S]`, not `.`: a path with an encoded newline (`/api/v1/pods/%0A`) must still reach the
+        # dispatcher and get a Status, not fall through to aiohttp's plain-text 404
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch)
         return app
 
     async def _listen(self, cluster_certs: certificates.ClusterCerts) -> None:

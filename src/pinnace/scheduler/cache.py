@@ -28,13 +28,17 @@ log = logging.getLogger(__name__)
 class LabelGroup:
     """Placed pods sharing one namespace and one exact label set, counted per node."""
 
-    __slots__ = ("key", "labels", "namespace", "nodes")
+    __slots__ = ("domains", "key", "labels", "namespace", "nodes")
 
     def __init__(self, namespace: str, labels: Mapping[str, str], key: tuple) -> None:
         self.namespace = namespace
         self.labels = dict(labels)
         self.key = key
         self.nodes: dict[str, int] = {}
+        # Topology keys -> (topology generation, per key: label value -> pods of this group on nodes
+        # carrying every key). Kept up to date as pods are placed, so that topology spreading counts
+        # per domain instead of per node; a node change makes the entry stale (recomputed on use).
+        self.domains: dict[tuple[str, ...], tuple[int, list[dict[str, int]]]] = {}
 
 
 class TermGroup:
@@ -140,6 +144,7 @@ class Cache:
         self.generation = 0
         # Topology keys -> (node name -> label values, per-key sets of values); nodes changing clears it.
         self._topology: dict[tuple[str, ...], tuple[dict[str, tuple[str, ...]], list[set[str]]]] = {}
+        self._topology_generation = 0  # bumped whenever _topology is cleared
 
     # ---- nodes
 
@@ -179,6 +184,7 @@ class Cache:
 
     def _node_stats(self, info: NodeInfo, sign: int) -> None:
         self._topology.clear()
+        self._topology_generation += 1
         if info.schedule_taints:
             self.tainted_nodes += sign
         if info.prefer_no_schedule_taints:
@@ -227,6 +233,33 @@ class Cache:
             cached = self._topology[keys] = (values, domains)
         return cached
 
+    def domain_counts(self, group: LabelGroup, keys: tuple[str, ...]) -> list[dict[str, int]]:
+        """Pods of `group` per value of each of `keys`, over the nodes carrying every key.
+
+        The result is the cache's own, kept current by later placements: callers must not change it.
+        """
+        entry = group.domains.get(keys)
+        if entry is not None and entry[0] == self._topology_generation:
+            return entry[1]
+        values, _ = self.topology(keys)
+        counts: list[dict[str, int]] = [{} for _ in keys]
+        for node_name, n in group.nodes.items():
+            row = values.get(node_name)
+            if row is not None:
+                for i, value in enumerate(row):
+                    counts[i][value] = counts[i].get(value, 0) + n
+        group.domains[keys] = (self._topology_generation, counts)
+        return counts
+
+    def _shift_domains(self, group: LabelGroup, node_name: str, sign: int) -> None:
+        for keys, (generation, counts) in group.domains.items():
+            if generation != self._topology_generation:
+                continue  # stale: recomputed from group.nodes when next asked for
+            row = self._topology[keys][0].get(node_name)
+            if row is not None:
+                for i, value in enumerate(row):
+                    counts[i][value] = counts[i].get(value, 0) + sign
+
     # ---- pods
 
     def _node_for(self, name: str) -> NodeInfo:
@@ -244,6 +277,8 @@ class Cache:
             for pair in pi.labels.items():
                 self.label_index.setdefault(pair, set()).add(key)
         group.nodes[node_name] = group.nodes.get(node_name, 0) + 1
+        if group.domains:
+            self._shift_domains(group, node_name, +1)
         for term in pi.required_anti_affinity_terms:
             self.required_anti_affinity.add(term, node_name)
         for term in pi.required_affinity_terms:
@@ -263,6 +298,8 @@ class Cache:
         key = (pi.namespace, frozenset(pi.labels.items()))
         group = self.label_groups.get(key)
         if group is not None:
+            if group.domains and node_name in group.nodes:
+                self._shift_domains(group, node_name, -1)
             left = group.nodes.get(node_name, 0) - 1
             if left > 0:
                 group.nodes[node_name] = left

@@ -1,5 +1,7 @@
 """PodTopologySpread: maxSkew, whenUnsatisfiable, minDomains, node inclusion policies, scoring."""
 
+import pytest
+
 from pinnace.scheduler.framework import CycleState, PodInfo
 from pinnace.scheduler.plugins.pod_topology_spread import MISSING_LABEL_REASON, REASON, PodTopologySpread
 
@@ -149,3 +151,68 @@ def test_schedule_anyway_ignores_nodes_without_the_key():
 def test_do_not_schedule_constraints_do_not_score():
     handle = cluster(NODES)
     assert PodTopologySpread(handle=handle).pre_score(CycleState(), PodInfo(web(spread=[spread()])), []).code == 5
+
+
+# ---- Per-domain counts kept by the cache as pods come and go must equal counting from scratch.
+
+def _placed(p, node_name):
+    return PodInfo({**p, "spec": {**p["spec"], "nodeName": node_name}})
+
+
+def _counts_from_scratch(cache):
+    """Matching pods per zone, counted pod by pod over the nodes that carry the zone label."""
+    counts = {}
+    for info in cache.nodes.values():
+        zone = info.labels.get(ZONE)
+        if zone is None:
+            continue
+        counts.setdefault(zone, 0)
+        for pi in info.pods.values():
+            if pi.namespace == "default" and pi.labels.get("app") == "web":
+                counts[zone] += 1
+    return counts
+
+
+W1, W2, W3, DB = web(), web(), web(), pod(labels={"app": "db"})
+
+
+@pytest.mark.parametrize("steps", [
+    # (operation, argument, ...) applied in order to a cache that already counted once
+    [("add", W1, "a1"), ("add", W2, "b1")],
+    [("assume", W1, "a1"), ("assume", W2, "a2"), ("forget", W1)],
+    [("add", W1, "a1"), ("add", W2, "a1"), ("remove", W1)],
+    [("add", W1, "a1"), ("add", DB, "b1"), ("remove", DB)],
+    [("add", W1, "a1"), ("relabel", "a1", "c"), ("add", W2, "a1")],
+    [("add", W1, "a1"), ("remove_node", "a1"), ("add", W2, "b1")],
+    [("add", W1, "late"), ("add_node", "late", "b"), ("add", W2, "late")],
+    [("add", W1, "a1"), ("relabel", "a1", None), ("add", W2, "a1"), ("relabel", "a1", "a")],
+])
+def test_cached_domain_counts_follow_pod_and_node_changes(steps):
+    handle = cluster(NODES)
+    cache = handle.snapshot
+    plugin = PodTopologySpread(handle=handle)
+    incoming = PodInfo(web(spread=[spread()]))
+
+    def counts():
+        state = CycleState()
+        plugin.pre_filter(state, incoming)
+        return state["PodTopologySpread"].counts[0]
+
+    counts()  # the cache now keeps this group's per-zone counts and updates them from here on
+    infos = {}
+    for step in steps:
+        op, *args = step
+        if op in ("add", "assume"):
+            p, node_name = args
+            infos[id(p)] = pi = _placed(p, node_name)
+            cache.add_pod(pi) if op == "add" else cache.assume_pod(pi, node_name)
+        elif op == "forget":
+            cache.forget_pod(infos[id(args[0])])
+        elif op == "remove":
+            cache.remove_pod(infos[id(args[0])].uid)
+        elif op in ("relabel", "add_node"):
+            cache.update_node(node(args[0], zone=args[1]))
+        elif op == "remove_node":
+            cache.remove_node(args[0])
+        counts()  # exercise the incremental path after every step
+    assert counts() == _counts_from_scratch(cache)

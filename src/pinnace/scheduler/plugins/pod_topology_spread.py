@@ -69,7 +69,7 @@ _MISSING_LABEL = unresolvable(MISSING_LABEL_REASON)
 
 
 class _FilterState:
-    __slots__ = ("blocked", "constraints", "counts", "minimums", "zero_blocked")
+    __slots__ = ("_verdicts", "blocked", "constraints", "counts", "minimums", "zero_blocked")
 
     def __init__(self, constraints: list[Constraint]) -> None:
         self.constraints = constraints
@@ -79,8 +79,19 @@ class _FilterState:
         # without eligible nodes (count 0) would.
         self.blocked: list[set[str]] = [set() for _ in constraints]
         self.zero_blocked: list[bool] = [False] * len(constraints)
+        self._verdicts: dict[str | None, Status | None] | None = None
+
+    def verdicts(self) -> dict[str | None, Status | None]:
+        """First constraint's Filter result per known domain, and for a node lacking the key."""
+        if self._verdicts is None:
+            blocked = self.blocked[0]
+            table: dict[str | None, Status | None] = {v: _SKEWED if v in blocked else None for v in self.counts[0]}
+            table[None] = _MISSING_LABEL
+            self._verdicts = table
+        return self._verdicts
 
     def refresh(self) -> None:
+        self._verdicts = None
         for i, c in enumerate(self.constraints):
             counts = self.counts[i]
             low = min(counts.values()) if counts else 2**31 - 1
@@ -130,20 +141,23 @@ class PodTopologySpread:
             return SKIP
         snapshot = self.handle.snapshot
         s = _FilterState(constraints)
-        per_node = [self._matching_per_node(pod, c) for c in constraints]
         keys = tuple(c.topology_key for c in constraints)
         affinity_required = has_required(pod.pod)
         tainted = snapshot.tainted_nodes > 0
         if not any((c.affinity_honor and affinity_required) or (c.taints_honor and tainted) for c in constraints):
-            # Every node with the keys is eligible: use the cached topology of the cluster.
-            values, domains = snapshot.topology(keys)
-            for i in range(len(constraints)):
+            # Every node with the keys is eligible: add up the per-domain counts the cache keeps for
+            # each matching label group, which costs the number of domains, not of nodes.
+            _, domains = snapshot.topology(keys)
+            namespace = pod.namespace
+            for i, c in enumerate(constraints):
                 counts = s.counts[i] = dict.fromkeys(domains[i], 0)
-                for node_name, n in per_node[i].items():
-                    row = values.get(node_name)
-                    if row is not None:
-                        counts[row[i]] += n
+                for group in snapshot.label_groups_matching(
+                        lambda ns: ns == namespace, c.selector, first_equality(c.selector)):
+                    for value, n in snapshot.domain_counts(group, keys)[i].items():
+                        if n:
+                            counts[value] += n
         else:
+            per_node = [self._matching_per_node(pod, c) for c in constraints]
             for node in snapshot.node_list():
                 labels = node.labels
                 if not all(k in labels for k in keys):
@@ -177,19 +191,11 @@ class PodTopologySpread:
             return [None] * len(nodes)
         if len(s.constraints) != 1:
             return [self.filter(state, pod, n) for n in nodes]
+        # One lookup per node: the verdict of the node's domain (None for a node without the key).
         key = s.constraints[0].topology_key
-        blocked, counts, zero_blocked = s.blocked[0], s.counts[0], s.zero_blocked[0]
-        results: list[Status | None] = []
-        append = results.append
-        for n in nodes:
-            value = n.labels.get(key)
-            if value is None:
-                append(_MISSING_LABEL)
-            elif value in blocked or (zero_blocked and value not in counts):
-                append(_SKEWED)
-            else:
-                append(None)
-        return results
+        verdicts = s.verdicts()
+        unknown = _SKEWED if s.zero_blocked[0] else None
+        return [verdicts.get(n.labels.get(key), unknown) for n in nodes]
 
     def _update(self, state: CycleState, pod: PodInfo, other: PodInfo, node: NodeInfo, sign: int) -> None:
         s: _FilterState | None = state.get(NAME)
