@@ -51,7 +51,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--controllers", default=True, action=argparse.BooleanOptionalAction,
         help="also run the leader-elected scheduler and controller manager in this process (default: yes)",
     )
+    security = parser.add_argument_group("security (kube-apiserver's flags and file formats)")
+    security.add_argument("--authorization-mode", choices=("RBAC", "AlwaysAllow"), default="RBAC")
+    security.add_argument("--token-auth-file", default=None, help="static tokens: CSV lines token,user,uid,\"group1,group2\"")
+    security.add_argument("--audit-policy-file", default=None, help="an audit.k8s.io/v1 Policy (YAML)")
+    security.add_argument("--audit-log-path", default=None, help="where audit events go as JSON lines (default <data dir>/audit.log)")
+    security.add_argument("--encryption-provider-config", default=None,
+                          help="an apiserver.config.k8s.io/v1 EncryptionConfiguration: Secrets encrypted at rest")
     parser.set_defaults(func=run)
+
+
+def security_config(args: argparse.Namespace):
+    """The SecurityConfig the flags describe; a named file that does not exist is a clear error."""
+    from pinnace.apiserver.security import SecurityConfig
+    from pinnace.cli.main import CliError
+
+    for flag in ("token_auth_file", "audit_policy_file", "encryption_provider_config"):
+        path = getattr(args, flag, None)
+        if path and not Path(path).is_file():
+            raise CliError(f"--{flag.replace('_', '-')}: {path} does not exist")
+    return SecurityConfig(
+        authorization_mode=getattr(args, "authorization_mode", "RBAC"),
+        token_auth_file=getattr(args, "token_auth_file", None),
+        audit_policy_file=getattr(args, "audit_policy_file", None),
+        audit_log_path=getattr(args, "audit_log_path", None),
+        encryption_provider_config=getattr(args, "encryption_provider_config", None),
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -71,11 +96,12 @@ async def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         data_dir=data_dir, port=args.port, bind_address=args.bind_address, store=args.store,
         insecure_port=args.insecure_port, advertise_address=args.advertise_address,
+        security=security_config(args),
     )
     server = ApiServer(config)
     try:
         await server.start()
-    except (OSError, StoreError) as error:
+    except (OSError, StoreError, ValueError) as error:
         raise CliError(f"the API server could not start: {error}") from None
     say(f"pinnace API server on {server.url}" + (f" (plain HTTP on {server.insecure_url})" if server.insecure_url else ""))
     say(f"admin kubeconfig: {server.kubeconfig_path}   (export KUBECONFIG={server.kubeconfig_path})")
