@@ -550,7 +550,7 @@ class ResourceHandlers:
             raise BadRequest("force may only be specified with application/apply-patch+yaml patches")
         dry_run = _dry_run(query)
         validate = self.validator(info, request, b"", state)
-        for _attempt in range(5):
+        for _attempt in range(10):
             try:
                 kv = await self.registry.get_kv(info, target.namespace, target.name)  # type: ignore[arg-type]
                 current = object_of(kv, info)
@@ -697,52 +697,63 @@ class ResourceHandlers:
             from pinnace.apiserver import customscale
 
             return await customscale.handle(self, request, target, output, custom.crd_of(info) or {})
-        kv = await self.registry.get_kv(info, target.namespace, target.name)  # type: ignore[arg-type]
-        parent = object_of(kv)
-        scale = _scale_of(parent, info)
-        if request.method == "GET":
-            return _respond(scale, output)
-        raw = await self.read_body(request)
-        if request.method == "PUT":
-            body = self.decode_body(raw, request.headers.get("Content-Type", JSON))
-        elif request.method == "PATCH":
-            from pinnace.api import patch as patching
+        raw = b"" if request.method == "GET" else await self.read_body(request)
+        # A write without a resourceVersion precondition is retried when a concurrent write (a
+        # controller's status update) wins the compare-and-swap, as kube-apiserver's updates are.
+        for _attempt in range(10):
+            kv = await self.registry.get_kv(info, target.namespace, target.name)  # type: ignore[arg-type]
+            parent = object_of(kv)
+            scale = _scale_of(parent, info)
+            if request.method == "GET":
+                return _respond(scale, output)
+            if request.method == "PUT":
+                body = self.decode_body(raw, request.headers.get("Content-Type", JSON))
+            elif request.method == "PATCH":
+                from pinnace.api import patch as patching
 
-            try:
-                body = patching.apply_patch(
-                    scale, raw, request.headers.get("Content-Type", ""), group="autoscaling", version="v1",
-                    kind="Scale", is_custom=False, field_manager=field_manager(request),
-                    force=_query_bool(request.query, "force"), subresource="scale",
+                try:
+                    body = patching.apply_patch(
+                        scale, raw, request.headers.get("Content-Type", ""), group="autoscaling", version="v1",
+                        kind="Scale", is_custom=False, field_manager=field_manager(request),
+                        force=_query_bool(request.query, "force"), subresource="scale",
+                    )
+                except patching.PatchError as error:
+                    status = error.status()
+                    raise ApiError(status.get("message", ""), code=status["code"], reason=status.get("reason")) from None
+            else:
+                raise MethodNotAllowed(f"the server does not allow this method on the requested resource ({request.method} scale)")
+            replicas = ((body or {}).get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise Invalid.fields(
+                    "Scale", "autoscaling", target.name or "",
+                    [cause("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0")],
                 )
-            except patching.PatchError as error:
-                status = error.status()
-                raise ApiError(status.get("message", ""), code=status["code"], reason=status.get("reason")) from None
-        else:
-            raise MethodNotAllowed(f"the server does not allow this method on the requested resource ({request.method} scale)")
-        replicas = ((body or {}).get("spec") or {}).get("replicas")
-        if not isinstance(replicas, int) or replicas < 0:
-            raise Invalid.fields(
-                "Scale", "autoscaling", target.name or "",
-                [cause("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0")],
-            )
-        precondition = ((body or {}).get("metadata") or {}).get("resourceVersion")
-        if request.method == "PUT" and precondition and precondition != parent["metadata"]["resourceVersion"]:
-            raise Conflict.modified(info.plural, info.group, target.name or "")
-        if parent.get("spec", {}).get("replicas") != replicas:
-            old = parent
-            parent = {**parent, "spec": {**(parent.get("spec") or {}), "replicas": replicas},
-                      "metadata": dict(parent["metadata"])}
-            parent["metadata"]["generation"] = int(parent["metadata"].get("generation", 1)) + 1
-            manager = field_manager(request)
-            if manager:
-                from pinnace.api import apply as ssa
+            precondition = ((body or {}).get("metadata") or {}).get("resourceVersion")
+            if request.method == "PATCH" and precondition == scale["metadata"].get("resourceVersion"):
+                precondition = None  # the patch kept the version it read: not a precondition of the client's
+            if precondition and precondition != parent["metadata"]["resourceVersion"]:
+                raise Conflict.modified(info.plural, info.group, target.name or "")
+            if parent.get("spec", {}).get("replicas") != replicas:
+                old = parent
+                parent = {**parent, "spec": {**(parent.get("spec") or {}), "replicas": replicas},
+                          "metadata": dict(parent["metadata"])}
+                parent["metadata"]["generation"] = int(parent["metadata"].get("generation", 1)) + 1
+                manager = field_manager(request)
+                if manager:
+                    from pinnace.api import apply as ssa
 
-                # As in Kubernetes, the scale subresource's writer owns the parent's spec.replicas.
-                ssa.update_managed_fields(old, parent, manager, "Update", group=info.group, version=info.version,
-                                          kind=info.kind, subresource="scale")
-            if not _dry_run(request.query):
-                parent = await self.registry.write_raw(info, parent, kv.mod_revision)
-        return _respond(_scale_of(parent, info), output)
+                    # As in Kubernetes, the scale subresource's writer owns the parent's spec.replicas.
+                    ssa.update_managed_fields(old, parent, manager, "Update", group=info.group, version=info.version,
+                                              kind=info.kind, subresource="scale")
+                if not _dry_run(request.query):
+                    try:
+                        parent = await self.registry.write_raw(info, parent, kv.mod_revision)
+                    except Conflict:
+                        if precondition:
+                            raise
+                        continue
+            return _respond(_scale_of(parent, info), output)
+        raise Conflict.modified(info.plural, info.group, target.name or "")
 
     async def binding(self, request: web.Request, target: Target, output: Output) -> web.StreamResponse:
         raw = await self.read_body(request)
@@ -752,7 +763,7 @@ class ResourceHandlers:
         if not node:
             raise Invalid.fields("Binding", "", name or "", [cause("target.name", "Required value", "FieldValueRequired")])
         pods = self.server.kinds.by_resource("v1/pods")
-        for _attempt in range(5):
+        for _attempt in range(10):
             kv = await self.registry.get_kv(pods, target.namespace, name)
             pod = object_of(kv)
             meta = pod["metadata"]
