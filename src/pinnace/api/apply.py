@@ -145,22 +145,25 @@ def _collect(value: Any, node: SchemaNode, prefix: Path, out: set[Path], update:
 def to_fields_v1(paths: set[Path]) -> dict:
     """Encode a field set as the FieldsV1 tree."""
     root: dict = {}
-    for path in sorted(paths):
-        node = root
-        for element in path:
-            node = node.setdefault(element, {})
+    members: set[int] = set()  # ids of the nodes that are themselves in the set
     for path in paths:
         node = root
         for element in path:
-            node = node[element]
-        if node and "." not in node:
-            node["."] = {}
-    return _sorted_tree(root)
+            child = node.get(element)
+            if child is None:
+                child = node[element] = {}
+            node = child
+        members.add(id(node))
+    return _sorted_tree(root, members)
 
 
-def _sorted_tree(node: dict) -> dict:
-    # Kubernetes writes "." first, then the children in order.
-    return {key: _sorted_tree(node[key]) for key in sorted(node, key=lambda k: (k != ".", k))}
+def _sorted_tree(node: dict, members: set[int]) -> dict:
+    # Kubernetes writes "." (the node itself is a member and has children) first, then the children
+    # in order.
+    out: dict = {".": {}} if node and id(node) in members else {}
+    for key in sorted(node):
+        out[key] = _sorted_tree(node[key], members)
+    return out
 
 
 def from_fields_v1(tree: Any) -> set[Path]:

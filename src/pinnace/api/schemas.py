@@ -221,24 +221,41 @@ class SchemaNode:
     def _child(self, schema: Any) -> SchemaNode:
         return SchemaNode(schema if isinstance(schema, dict) else {}, self.defs)
 
+    @functools.cached_property
+    def _children(self) -> dict[str, SchemaNode]:
+        # Nodes are walked on every write (managed fields, patches); keeping the children means each
+        # position's `$ref`s are resolved once per process, not once per request. Keys are property
+        # names, plus "\0items" and "\0values" (one node for any key of a free-key map, so arbitrary
+        # label names never grow this).
+        return {}
+
     @property
     def known(self) -> bool:
         return bool(self.schema)
 
     def field(self, name: str) -> SchemaNode:
         """The schema of property `name` of an object (or of any value of a map)."""
+        children = self._children
+        node = children.get(name)
+        if node is not None:
+            return node
         resolved = self.resolved
         props = resolved.get("properties")
         if isinstance(props, dict) and name in props:
-            return self._child(props[name])
-        extra = resolved.get("additionalProperties")
-        if isinstance(extra, dict):
-            return self._child(extra)
-        return SchemaNode({}, self.defs)
+            node = children[name] = self._child(props[name])
+            return node
+        node = children.get("\0values")
+        if node is None:
+            extra = resolved.get("additionalProperties")
+            node = children["\0values"] = self._child(extra if isinstance(extra, dict) else {})
+        return node
 
     def items(self) -> SchemaNode:
         """The schema of the elements of a list."""
-        return self._child(self.resolved.get("items"))
+        node = self._children.get("\0items")
+        if node is None:
+            node = self._children["\0items"] = self._child(self.resolved.get("items"))
+        return node
 
     def path(self, *names: str) -> SchemaNode:
         """Walk object fields by name; `[]` steps into list items."""
@@ -316,8 +333,9 @@ class SchemaNode:
 EMPTY = SchemaNode({}, None)
 
 
+@functools.cache
 def walker(name: str) -> SchemaNode:
-    """A SchemaNode at the root of a named definition."""
+    """A SchemaNode at the root of a named definition (one per process: its children are kept)."""
     defs = definitions(False)
     return SchemaNode({"$ref": _REF_PREFIX + name}, defs) if name in defs else EMPTY
 
