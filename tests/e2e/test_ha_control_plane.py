@@ -11,9 +11,10 @@ Each server runs its own leader-elected scheduler and controller manager.
 
 While a client writes through all three servers, the first machine's server and etcd member are killed
 (SIGKILL): every acknowledged write survives, the client carries on through the others, kubectl against
-a survivor works, the `kubernetes` Service's endpoints drop the dead server, a Deployment still
-reconciles (the controller manager's lease fails over), and the agent, which talked to the dead server,
-keeps renewing its node Lease through another one (its Node stays Ready).
+a survivor works, the `kubernetes` Service's endpoints drop the dead server, a Deployment made after the
+kill gets its pods made, scheduled and running on the agent's node (the controller manager's and the
+scheduler's leases fail over), and the agent, which talked to the dead server, keeps renewing its node
+Lease through another one (its Node stays Ready).
 
 The hosts, the bridge and every process are removed by fixture finalizers and the test's own `finally`,
 whether it passes or fails. Needs root (network namespaces), nsenter, etcd and kubectl.
@@ -240,24 +241,24 @@ async def test_three_servers_survive_losing_a_server_and_an_etcd_member(hosts, e
         result = kubectl("get", "configmaps", "-l", "ha=1", "-o", "name")
         assert result.returncode == 0, result.stderr
         assert len(result.stdout.split()) == len(names)
-        # The pods select no node, so none runs on the agent (none is left running when the test ends):
-        # the ReplicaSet making them is what shows the controllers' leader works.
+        # The controllers' and the scheduler's leaders may have died with the first server: others take
+        # their Leases over, the ReplicaSet's pods are made, bound to the agent's node, and run there.
         deployment = {
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "after-failover"},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "after-failover"}},
                      "template": {"metadata": {"labels": {"app": "after-failover"}},
-                                  "spec": {"nodeSelector": {"pinnace.test/no-such-node": "true"},
-                                           "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "60"]}]}}},
+                                  "spec": {"terminationGracePeriodSeconds": 1,
+                                           "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "120"]}]}}},
         }
         result = kubectl("apply", "-f", "-", stdin=json.dumps(deployment))
         assert result.returncode == 0, result.stderr
 
-        async def deployment_reconciled() -> bool:
-            # The controllers' leader may have died with the first server: another takes its Lease over.
-            pods = await survivor.list("v1/pods", namespace="default", label_selector="app=after-failover")
-            return len(pods["items"]) == 2
+        async def deployment_running() -> bool:
+            pods = (await survivor.list("v1/pods", namespace="default", label_selector="app=after-failover"))["items"]
+            return len(pods) == 2 and all(
+                p["spec"].get("nodeName") == AGENT_NODE and p.get("status", {}).get("phase") == "Running" for p in pods)
 
-        await until(deployment_reconciled, 60, "the Deployment's pods after the failover")
+        await until(deployment_running, 60, "the Deployment's pods scheduled and running after the failover")
         await until(lambda: _equal(endpoint_ips(), sorted(addresses[1:])), 30, "the dead server out of the endpoints")
         result = kubectl("get", "endpoints", "kubernetes", "-o", "jsonpath={.subsets[*].addresses[*].ip}")
         assert sorted(result.stdout.split()) == sorted(addresses[1:]), result.stdout + result.stderr
@@ -271,6 +272,16 @@ async def test_three_servers_survive_losing_a_server_and_an_etcd_member(hosts, e
 
         await until(lease_renewed_after_kill, 30, "the agent's Lease renewed through a surviving server")
         assert await node_ready(), "the agent's node is no longer Ready"
+
+        # An agent leaves its pods running when it stops: delete them first, the agent confirms they are gone.
+        result = kubectl("delete", "deployment", "after-failover")
+        assert result.returncode == 0, result.stderr
+
+        async def pods_gone() -> bool:
+            pods = await survivor.list("v1/pods", namespace="default", label_selector="app=after-failover")
+            return not pods["items"]
+
+        await until(pods_gone, 60, "the Deployment's pods stopped by the agent and removed")
     finally:
         for c in clients:
             with contextlib.suppress(Exception):
