@@ -19,17 +19,24 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import socket
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import IPRoute
 
-from pinnace.kubelet.network.bridge import NETNS_DIR, _setns, create_netns, netns_exists, remove_netns
+from pinnace.kubelet.network.bridge import (
+    NETNS_DIR,
+    BridgeNetwork,
+    create_netns,
+    delete_link,
+    enable_forwarding,
+    link_index,
+    netns_exists,
+    remove_netns,
+    setns,
+)
 
 DEFAULT_BRIDGE = "pinnace-hosts"
 DEFAULT_CIDR = "10.44.0.0/24"
-ENOENT_DEVICE = 19  # ENODEV
-EEXIST = 17
 
 
 @dataclass(frozen=True)
@@ -56,31 +63,15 @@ class HostNetwork:
 
     def ensure(self) -> None:
         """The bridge, up, with the machine's address on it; IP forwarding on, so hosts reach beyond."""
-        with IPRoute() as ipr:
-            index = _link_index(ipr, self.bridge)
-            if index is None:
-                try:
-                    ipr.link("add", ifname=self.bridge, kind="bridge")
-                except NetlinkError as error:
-                    if error.code != EEXIST:
-                        raise
-                index = _link_index(ipr, self.bridge)
-                if index is None:
-                    raise OSError(f"bridge {self.bridge} vanished after creation")
-            addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=socket.AF_INET)]
-            if self.gateway not in addresses:
-                ipr.addr("add", index=index, address=self.gateway, prefixlen=self.prefixlen)
-            ipr.link("set", index=index, state="up")
-        _enable_forwarding()
+        BridgeNetwork(self.bridge, self.gateway, self.prefixlen).ensure_bridge()
 
     def remove(self) -> None:
         """Delete the bridge (the routes through it go with it)."""
-        with IPRoute() as ipr:
-            _delete_link(ipr, self.bridge)
+        BridgeNetwork(self.bridge, self.gateway, self.prefixlen).delete_bridge()
 
     def exists(self) -> bool:
         with IPRoute() as ipr:
-            return _link_index(ipr, self.bridge) is not None
+            return link_index(ipr, self.bridge) is not None
 
 
 @dataclass(frozen=True)
@@ -120,24 +111,24 @@ class NetnsHost:
             try:
                 with IPRoute() as ipr:
                     ipr.link("add", ifname=self.veth, kind="veth", peer={"ifname": peer_tmp, "net_ns_fd": host_ns})
-                    bridge_index = _link_index(ipr, self.network.bridge)
-                    veth_index = _link_index(ipr, self.veth)
+                    bridge_index = link_index(ipr, self.network.bridge)
+                    veth_index = link_index(ipr, self.veth)
                     if bridge_index is None or veth_index is None:
                         raise OSError(f"bridge {self.network.bridge} or veth {self.veth} is missing")
                     ipr.link("set", index=veth_index, master=bridge_index, state="up")
                 # setns moves only this thread; it comes back before the fds close.
-                _setns(host_ns)
+                setns(host_ns)
                 try:
                     with IPRoute() as ns:
-                        ns.link("set", index=_link_index(ns, "lo"), state="up")
-                        index = _link_index(ns, peer_tmp)
+                        ns.link("set", index=link_index(ns, "lo"), state="up")
+                        index = link_index(ns, peer_tmp)
                         ns.link("set", index=index, ifname="eth0")
                         ns.addr("add", index=index, address=self.address, prefixlen=self.network.prefixlen)
                         ns.link("set", index=index, state="up")
                         ns.route("add", dst="0.0.0.0/0", gateway=self.network.gateway)
-                    _enable_forwarding()  # /proc/sys/net is the opening thread's namespace's
+                    enable_forwarding()  # /proc/sys/net is the opening thread's namespace's
                 finally:
-                    _setns(machine_ns)
+                    setns(machine_ns)
             finally:
                 os.close(host_ns)
         finally:
@@ -147,32 +138,8 @@ class NetnsHost:
         """Remove the namespace (its eth0, and so the machine's end of the veth, die with it)."""
         remove_netns(self.name)
         with IPRoute() as ipr:
-            _delete_link(ipr, self.veth)
+            delete_link(ipr, self.veth)
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` run inside this host's network namespace (only the network; see the module's doc)."""
         return ["nsenter", f"--net={self.path}", "--", *argv]
-
-
-def _link_index(ipr: IPRoute, name: str) -> int | None:
-    try:
-        return ipr.link("get", ifname=name)[0]["index"]
-    except NetlinkError as error:
-        if error.code == ENOENT_DEVICE:
-            return None
-        raise
-
-
-def _delete_link(ipr: IPRoute, name: str) -> None:
-    try:
-        ipr.link("del", ifname=name)
-    except NetlinkError as error:
-        if error.code != ENOENT_DEVICE:
-            raise
-
-
-def _enable_forwarding() -> None:
-    with open("/proc/sys/net/ipv4/ip_forward", "r+") as forward:
-        if forward.read().strip() != "1":
-            forward.seek(0)
-            forward.write("1")

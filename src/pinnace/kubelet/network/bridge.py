@@ -26,7 +26,7 @@ MNT_DETACH = 2
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _delete_link(ipr: IPRoute, name: str) -> None:
+def delete_link(ipr: IPRoute, name: str) -> None:
     """Delete a link if it exists. By name, not through a link dump: a dump that races with other
     link changes on the host comes back incomplete ("Dump was interrupted")."""
     try:
@@ -36,8 +36,8 @@ def _delete_link(ipr: IPRoute, name: str) -> None:
             raise
 
 
-def _index(ipr: IPRoute, name: str) -> int | None:
-    """A link's index by name, with a single RTM_GETLINK (see _delete_link)."""
+def link_index(ipr: IPRoute, name: str) -> int | None:
+    """A link's index by name, with a single RTM_GETLINK (see delete_link)."""
     try:
         return ipr.link("get", ifname=name)[0]["index"]
     except NetlinkError as error:
@@ -59,14 +59,14 @@ class BridgeNetwork:
 
     def ensure_bridge(self) -> None:
         with IPRoute() as ipr:
-            index = _index(ipr, self.bridge)
+            index = link_index(ipr, self.bridge)
             if index is None:
                 try:
                     ipr.link("add", ifname=self.bridge, kind="bridge")
                 except NetlinkError as error:
                     if error.code != 17:  # EEXIST: another agent created it meanwhile
                         raise
-                index = _index(ipr, self.bridge)
+                index = link_index(ipr, self.bridge)
                 if index is None:
                     raise OSError(f"bridge {self.bridge} vanished after creation")
             addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=socket.AF_INET)]
@@ -76,16 +76,13 @@ class BridgeNetwork:
         # Pods on other nodes' bridges (several nodes on one host) and beyond are reached through the
         # host, which must route: Kubernetes requires IP forwarding on every node.
         try:
-            with open("/proc/sys/net/ipv4/ip_forward", "r+") as forward:
-                if forward.read().strip() != "1":
-                    forward.seek(0)
-                    forward.write("1")
+            enable_forwarding()
         except OSError as error:
             log.warning("cannot enable IP forwarding: %s", error)
 
     def delete_bridge(self) -> None:
         with IPRoute() as ipr:
-            _delete_link(ipr, self.bridge)
+            delete_link(ipr, self.bridge)
 
     def setup_pod(self, netns_name: str, sandbox_id: str, address: str) -> None:
         """Create the namespace, the veth pair, and give the pod `address` with loopback up.
@@ -101,24 +98,24 @@ class BridgeNetwork:
             pod_ns = create_netns(netns_name, host_ns)
             try:
                 with IPRoute() as ipr:
-                    _delete_link(ipr, host_if)
+                    delete_link(ipr, host_if)
                     ipr.link("add", ifname=host_if, kind="veth", peer={"ifname": peer_tmp, "net_ns_fd": pod_ns})
-                    bridge_index = _index(ipr, self.bridge)
-                    host_index = _index(ipr, host_if)
+                    bridge_index = link_index(ipr, self.bridge)
+                    host_index = link_index(ipr, host_if)
                     if bridge_index is None or host_index is None:
                         raise OSError(f"bridge {self.bridge} or veth {host_if} is missing")
                     ipr.link("set", index=host_index, master=bridge_index, state="up")
-                _setns(pod_ns)
+                setns(pod_ns)
                 try:
                     with IPRoute() as ns:  # its netlink socket belongs to the pod's namespace
-                        ns.link("set", index=_index(ns, "lo"), state="up")
-                        index = _index(ns, peer_tmp)
+                        ns.link("set", index=link_index(ns, "lo"), state="up")
+                        index = link_index(ns, peer_tmp)
                         ns.link("set", index=index, ifname="eth0")
                         ns.addr("add", index=index, address=address, prefixlen=self.prefixlen)
                         ns.link("set", index=index, state="up")
                         ns.route("add", dst="0.0.0.0/0", gateway=self.gateway)
                 finally:
-                    _setns(host_ns)
+                    setns(host_ns)
             finally:
                 os.close(pod_ns)
         finally:
@@ -128,10 +125,18 @@ class BridgeNetwork:
         # Removing the namespace destroys the peer, and with it the host end of the veth.
         remove_netns(netns_name)
         with IPRoute() as ipr:
-            _delete_link(ipr, veth_name(sandbox_id))
+            delete_link(ipr, veth_name(sandbox_id))
 
 
-def _setns(fd: int) -> None:
+def enable_forwarding() -> None:
+    """IPv4 forwarding on in the calling thread's network namespace (/proc/sys/net is per namespace)."""
+    with open("/proc/sys/net/ipv4/ip_forward", "r+") as forward:
+        if forward.read().strip() != "1":
+            forward.seek(0)
+            forward.write("1")
+
+
+def setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"setns: {os.strerror(code)}")
@@ -157,7 +162,7 @@ def create_netns(name: str, host_ns: int) -> int:
             raise OSError(code, f"mount {path}: {os.strerror(code)}")
         return os.open(path, os.O_RDONLY)
     finally:
-        _setns(host_ns)
+        setns(host_ns)
 
 
 def remove_netns(name: str) -> None:
