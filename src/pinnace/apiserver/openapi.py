@@ -21,11 +21,13 @@ description beside it becomes `allOf: [{$ref}]` in v3 (kube-apiserver's shape, w
 prints the description of), and the `apiVersion`/`kind` enums the package adds are dropped.
 
 Lean documents (where pinnace deliberately differs): kubectl re-parses the whole group-version
-document for every object it applies, so for the commands that only need the structure (every
-kubectl command but `explain`, told apart by kubectl's `Kubectl-Command` header) the index points at
-a lean variant with its own hash URL: PATCH operations and structural schemas with the patch
-extensions, no descriptions (`lean_document`). Hash URLs name their variant, so caches never mix them;
-every other client gets the full document.
+document three times for every object it applies, so for the commands that only need what that
+reads (every kubectl command but `explain`, told apart by kubectl's `Kubectl-Command` header) the
+index points at a lean variant with its own hash URL: one PATCH operation per kind with its
+`fieldValidation` parameter and whether it takes strategic merge patches, and the kinds' schemas cut
+down to what kubectl's strategic-merge-patch lookups can reach (`lean_document`, `_PatchShapes`).
+Every lookup kubectl makes while diffing valid objects answers as it does on the full document.
+Hash URLs name their variant, so caches never mix them; every other client gets the full document.
 
 Custom resources: `OpenAPIService.register_custom_schema(...)` adds a kind with its structural schema
 (a CRD's `openAPIV3Schema`); documents of that group-version and v2 are regenerated on next request.
@@ -375,44 +377,104 @@ def _operation_id(res: _Resource) -> str:
 
 # --- lean documents -------------------------------------------------------------------------------
 
-_STRUCTURAL = ("$ref", "allOf", "items", "properties", "additionalProperties")
-# The extensions kubectl's strategic merge patch and kind lookup read.
-_LEAN_EXTENSIONS = (
-    "x-kubernetes-patch-merge-key",
-    "x-kubernetes-patch-strategy",
-    "x-kubernetes-group-version-kind",
-)
+_PATCH_EXTENSIONS = ("x-kubernetes-patch-merge-key", "x-kubernetes-patch-strategy")
+_GVK = "x-kubernetes-group-version-kind"
+_SCALAR_TYPES = ("string", "integer", "number", "boolean")
+_SMP = "application/strategic-merge-patch+json"
 _SCHEMA_PREFIX = "#/components/schemas/"
 
 
-def _lean_schema(schema: Any, top: bool = False) -> Any:
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "properties" and isinstance(value, dict):
-            props = {}
-            for name, sub in value.items():
-                if top and name == "status":
-                    continue  # manifests rarely carry status; kubectl falls back to v2 when one does
-                lean = _lean_schema(sub)
-                if _is_structural(lean):
-                    props[name] = lean
-            if props:
-                out["properties"] = props
-        elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            out[key] = _lean_schema(value)
-        elif key == "allOf" and isinstance(value, list) and len(value) == 1 and "$ref" in value[0]:
-            out["$ref"] = value[0]["$ref"]
-        elif key == "$ref" or key in _LEAN_EXTENSIONS:
-            out[key] = value
-    if "$ref" in out and len(out) > 1:
-        out["allOf"] = [{"$ref": out.pop("$ref")}]
-    return out
+class _PatchShapes:
+    """The schemas reduced to what kubectl's strategic merge patch looks up (`PatchMetaFromOpenAPIV3`).
 
+    kubectl walks a kind's schema only through `properties` (a field missing there is an error),
+    reads the two patch extensions on the field's own schema, then resolves `allOf[0]`/`$ref` one hop;
+    for a list it steps into `items` first. It looks a field up only when the field's value is an
+    object or a list on both sides of a diff, and it steps into a list's elements only when the list
+    merges (`x-kubernetes-patch-strategy: merge`). So a shape keeps, for every field that can hold an
+    object or a list, the field itself with its patch extensions, and below it only what such a walk
+    can reach: a struct's own object and list fields, and the elements of merging lists. Scalar
+    fields, maps' value schemas (`additionalProperties`, never read) and the elements of atomic lists
+    go; a struct with nothing left below it becomes `{}` in place instead of a `$ref`.
+    """
 
-def _is_structural(schema: dict) -> bool:
-    return any(key in schema for key in _STRUCTURAL) or any(key in schema for key in _LEAN_EXTENSIONS)
+    def __init__(self, full: dict[str, Any]) -> None:
+        self.full = full
+        self.shapes: dict[str, dict] = {}
+        self._busy: set[str] = set()
+
+    def _name(self, node: dict) -> str | None:
+        if len(node.get("allOf") or ()) == 1:
+            node = node["allOf"][0]
+        ref = node.get("$ref")
+        return ref[len(_SCHEMA_PREFIX) :] if isinstance(ref, str) and ref.startswith(_SCHEMA_PREFIX) else None
+
+    def _target(self, node: dict) -> dict:
+        for _ in range(8):
+            name = self._name(node)
+            if name is None or name not in self.full:
+                break
+            node = self.full[name]
+        return node
+
+    def _holds_values(self, node: Any) -> bool:
+        """False for fields whose value is a scalar (they are never looked up)."""
+        if not isinstance(node, dict):
+            return False
+        target = self._target(node)
+        return not (
+            target.get("type") in _SCALAR_TYPES
+            and not any(k in target for k in ("properties", "items", "additionalProperties"))
+            and not target.get("x-kubernetes-preserve-unknown-fields")
+        )
+
+    def component(self, name: str) -> dict:
+        """The shape of a named schema; an empty dict when a walk finds nothing below it."""
+        if name in self.shapes:
+            return self.shapes[name]
+        if name in self._busy:
+            return {"properties": {}}  # recursive: assume something is there, refer to it by name
+        self._busy.add(name)
+        try:
+            shape = self._struct(self.full[name])
+        finally:
+            self._busy.discard(name)
+        self.shapes[name] = shape
+        return shape
+
+    def _struct(self, schema: dict) -> dict:
+        props = {
+            key: self._field(sub)
+            for key, sub in (schema.get("properties") or {}).items()
+            if self._holds_values(sub)
+        }
+        return {"properties": props} if props else {}
+
+    def _value(self, node: dict) -> dict:
+        """A struct reached by a lookup: a `$ref` to its shape, its shape inline, or `{}`."""
+        name = self._name(node)
+        if name is not None and name in self.full:
+            return {"$ref": _SCHEMA_PREFIX + name} if self.component(name) else {}
+        if "allOf" in node or "$ref" in node:
+            return {}
+        return self._struct(node)
+
+    def _field(self, node: dict) -> dict:
+        out = {key: node[key] for key in _PATCH_EXTENSIONS if key in node}
+        if node.get("type") == "array" or "items" in node:
+            strategies = str(node.get("x-kubernetes-patch-strategy", "")).split(",")
+            items = node.get("items")
+            if "merge" in strategies and isinstance(items, dict):
+                shape = self._value(items)
+                if shape:
+                    out["items"] = shape
+            return out
+        shape = self._value(node)
+        if "$ref" in shape and out:
+            out["allOf"] = [shape]
+        else:
+            out.update(shape)
+        return out
 
 
 def _short_name(index: int) -> str:
@@ -443,38 +505,60 @@ def _rename_refs(value: Any, names: dict[str, str]) -> Any:
 def lean_document(doc: dict) -> dict:
     """The part of a group-version document that kubectl's apply, create, diff and replace read.
 
-    kubectl parses the whole group-version document again for every object it applies (once to
-    check that the server validates fields, once to compute the strategic merge patch), so the
-    document's size is most of `kubectl apply`'s time for many objects. Those commands read only:
-    PATCH operations (their GVK, the `fieldValidation` parameter, request content types) and the
-    structure of the schemas (properties holding objects or lists, `$ref`s, items) with the patch
-    strategy extensions; they find a kind's schema by its `x-kubernetes-group-version-kind`, not by
-    its name. So this form keeps exactly that, under short schema names, with identical schemas
-    merged. Descriptions and scalar fields are for humans and other clients: `kubectl explain` and
-    every client that does not name a kubectl command get the full document.
+    kubectl parses the whole group-version document again for every object it applies: once to
+    check that the server validates fields (`fieldValidation`), once to check that the kind takes
+    strategic merge patches and once more to compute that patch. Its time goes into decoding every
+    schema object of the document (about 1.5 us each, three times per object, plus the garbage
+    collection of it), so what matters is how many JSON objects the document has, not its bytes.
+    Those commands read only:
+    - of each kind's PATCH operation: its `x-kubernetes-group-version-kind`, whether a query
+      parameter named `fieldValidation` is listed, whether `requestBody.content` has
+      `application/strategic-merge-patch+json`;
+    - of the schemas: the kinds' schemas, found by `x-kubernetes-group-version-kind`, walked as
+      `_PatchShapes` describes.
+    So this form keeps exactly that, under short schema names, with identical schemas merged.
+    Descriptions, scalar fields and every other operation are for humans and other clients:
+    `kubectl explain` and every client that does not name a kubectl command get the full document.
     """
     paths = {}
     for path, ops in doc["paths"].items():
         patch = ops.get("patch")
         if patch is None or path.endswith(("/status", "/scale")):
             continue  # one PATCH operation per kind is what kubectl looks for
+        content = patch["requestBody"]["content"]
         paths[path] = {
             "patch": {
                 "parameters": [
-                    {"name": p["name"], "in": "query"} for p in patch["parameters"] if p["in"] == "query"
+                    {"name": p["name"], "in": "query"}
+                    for p in patch["parameters"]
+                    if p["in"] == "query" and p["name"] == "fieldValidation"
                 ],
-                "requestBody": {"content": {media: {} for media in patch["requestBody"]["content"]}},
-                "x-kubernetes-group-version-kind": patch["x-kubernetes-group-version-kind"],
+                # kubectl only asks whether strategic merge patch is among the types.
+                "requestBody": {"content": {_SMP if _SMP in content else next(iter(content)): {}}},
+                _GVK: patch[_GVK],
             }
         }
     full = doc["components"]["schemas"]
-    lean = {
-        name: _lean_schema(schema, "x-kubernetes-group-version-kind" in schema)
-        for name, schema in full.items()
+    shapes = _PatchShapes(full)
+    # kubectl reads the schema of a kind only to compute a strategic merge patch for it.
+    patched = {
+        _gvk_key(ops["patch"][_GVK])
+        for ops in paths.values()
+        if _SMP in ops["patch"]["requestBody"]["content"]
     }
+    roots = [
+        name
+        for name, schema in full.items()
+        if any(_gvk_key(gvk) in patched for gvk in schema.get(_GVK) or ())
+    ]
+    for name in roots:
+        shapes.component(name)
+    lean = dict(shapes.shapes)
+    for name in roots:
+        lean[name] = {**lean[name], _GVK: full[name][_GVK]}
     # Keep what the kinds reach, merge identical schemas, and name them briefly.
     reachable: dict[str, None] = {}
-    stack = [name for name, schema in lean.items() if "x-kubernetes-group-version-kind" in schema]
+    stack = list(roots)
     while stack:
         name = stack.pop()
         if name in reachable or name not in lean:
@@ -491,7 +575,7 @@ def lean_document(doc: dict) -> dict:
             body = orjson.dumps(
                 _rename_refs(lean[name], {n: names.get(n, n) for n in reachable}), option=orjson.OPT_SORT_KEYS
             )
-            if "x-kubernetes-group-version-kind" in lean[name]:
+            if _GVK in lean[name]:
                 body += name.encode()  # kinds stay distinct
             canonical = by_body.setdefault(body, names.get(name, name))
             if names.get(name, name) != canonical:
@@ -503,12 +587,109 @@ def lean_document(doc: dict) -> dict:
     short = {name: _short_name(i) for i, name in enumerate(canonical_names)}
     final = {n: short[names.get(n, n)] for n in reachable}
     schemas_ = {short[name]: _rename_refs(lean[name], final) for name in canonical_names}
+    schemas_ = _inline_small(schemas_, {final[name] for name in roots})
     return {
         "openapi": doc["openapi"],
         "info": doc["info"],
         "paths": paths,
         "components": {"schemas": schemas_},
     }
+
+
+def _schema_nodes(schema: dict) -> int:
+    """How many schema objects kubectl decodes for `schema` (each costs about the same)."""
+    count = 1
+    for sub in (schema.get("properties") or {}).values():
+        count += _schema_nodes(sub)
+    if isinstance(schema.get("items"), dict):
+        count += _schema_nodes(schema["items"])
+    for sub in schema.get("allOf") or ():
+        count += _schema_nodes(sub)
+    return count
+
+
+def _inline_small(schemas_: dict[str, dict], roots: set[str]) -> dict[str, dict]:
+    """Put a schema in place of its `$ref`s when that makes fewer objects to decode.
+
+    A `$ref` is an object of its own plus a URL kubectl parses, about two objects' worth; a schema
+    used once, or a small one used a few times, is cheaper written out where it is used. kubectl
+    resolves `allOf[0]` and `$ref` one hop, so a field written out in place reads the same. Kinds
+    stay named (kubectl finds them among the components), and so do schemas on a cycle.
+    """
+    uses: dict[str, int] = dict.fromkeys(schemas_, 0)
+    for body in schemas_.values():
+        for ref in _refs_of(body):
+            uses[ref] = uses.get(ref, 0) + 1
+    cyclic = {name for name in schemas_ if name in _reaches(schemas_, name)}
+    inline: dict[str, dict] = {}
+    for name in _topological(schemas_):  # a schema's size is known once what it refers to is decided
+        if name in roots or name in cyclic or _reaches(schemas_, name) & cyclic:
+            continue
+        body = _replace_refs(schemas_[name], inline.get)
+        size = _schema_nodes(body)
+        if uses[name] * size <= uses[name] * 3 + size:
+            inline[name] = body
+    return {name: _replace_refs(body, inline.get) for name, body in schemas_.items() if name not in inline}
+
+
+def _reaches(schemas_: dict[str, dict], start: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(_refs_of(schemas_[start]))
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in schemas_:
+            continue
+        seen.add(name)
+        stack.extend(_refs_of(schemas_[name]))
+    return seen
+
+
+def _topological(schemas_: dict[str, dict]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str) -> None:
+        if state.get(name):
+            return
+        state[name] = 1
+        for ref in _refs_of(schemas_[name]):
+            if ref in schemas_:
+                visit(ref)
+        state[name] = 2
+        order.append(name)
+
+    for name in sorted(schemas_):
+        visit(name)
+    return order
+
+
+def _replace_refs(schema: dict, inline: Callable[[str], dict | None]) -> dict:
+    """`schema` with every `$ref` that `inline` answers for written out in place."""
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "properties":
+            out[key] = {name: _replace_refs(sub, inline) for name, sub in value.items()}
+        elif key == "items" and isinstance(value, dict):
+            out[key] = _replace_refs(value, inline)
+        elif key == "allOf" and len(value) == 1 and "$ref" in value[0]:
+            body = inline(value[0]["$ref"][len(_SCHEMA_PREFIX) :])
+            if body is None:
+                out[key] = value
+            else:
+                out.update(body)
+        elif key == "$ref":
+            body = inline(value[len(_SCHEMA_PREFIX) :])
+            if body is None:
+                out[key] = value
+            else:
+                out.update(body)
+        else:
+            out[key] = value
+    return out
+
+
+def _gvk_key(gvk: dict) -> tuple[str, str, str]:
+    return (gvk.get("group", ""), gvk.get("version", ""), gvk.get("kind", ""))
 
 
 def _refs_of(value: Any) -> list[str]:

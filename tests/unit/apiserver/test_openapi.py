@@ -224,3 +224,131 @@ async def test_kubectl_explain_custom_resource():
         code, out = await stub.run_kubectl(kubectl, ["explain", "widgets.spec"])
     assert code == 0, out
     assert "Widget wishes." in out and "How big." in out
+
+
+# --- the lean document, read as kubectl reads it ------------------------------------------------
+
+_MERGE_KEY = "x-kubernetes-patch-merge-key"
+_STRATEGY = "x-kubernetes-patch-strategy"
+_SCALARS = ("string", "integer", "number", "boolean")
+
+
+def _kubectl_resolve(schemas, node):
+    """strategicpatch.resolve: `allOf[0]`, then one `$ref`."""
+    if node.get("allOf"):
+        node = node["allOf"][0]
+    if "$ref" in node:
+        node = schemas[node["$ref"].rsplit("/", 1)[-1]]  # a dangling ref is an error in kubectl too
+    return node
+
+
+def _kubectl_lookup(schemas, schema, key, is_slice):
+    """PatchMetaFromOpenAPIV3.LookupPatchMetadataFor{Struct,Slice}: (subschema, (merge key, strategy)) or None."""
+    properties = schema.get("properties") or {}
+    if key not in properties:
+        return None  # "unable to find api field"
+    sub = properties[key]
+    meta = (sub.get(_MERGE_KEY), sub.get(_STRATEGY))
+    if is_slice and isinstance(sub.get("items"), dict):
+        sub = sub["items"]
+    return _kubectl_resolve(schemas, sub), meta
+
+
+def _full_target(schemas, node):
+    for _ in range(8):
+        if node.get("allOf"):
+            node = node["allOf"][0]
+        elif "$ref" in node:
+            node = schemas[node["$ref"].rsplit("/", 1)[-1]]
+        else:
+            return node
+    return node
+
+
+def _compare_walks(full_schemas, full, lean_schemas, lean, path, depth=0):
+    """Every lookup kubectl can make while diffing objects gives the same answer in both documents."""
+    if depth > 10:
+        return
+    full_props = full.get("properties") or {}
+    assert set(lean.get("properties") or {}) <= set(full_props), path
+    if not full_props:
+        assert not lean.get("properties"), path  # lookups below a map or a free-form object fail in both
+    for key, sub in full_props.items():
+        target = _full_target(full_schemas, sub)
+        if target.get("type") in _SCALARS and not any(k in target for k in ("properties", "items")):
+            continue  # a scalar's value is never looked up
+        is_slice = sub.get("type") == "array" or "items" in sub
+        want = _kubectl_lookup(full_schemas, full, key, is_slice)
+        got = _kubectl_lookup(lean_schemas, lean, key, is_slice)
+        assert got is not None, f"{path}.{key} is missing"
+        assert got[1] == want[1], f"{path}.{key}: {got[1]} != {want[1]}"
+        if is_slice and "merge" not in str(sub.get(_STRATEGY, "")).split(","):
+            continue  # kubectl replaces the list whole; it never looks inside
+        _compare_walks(full_schemas, want[0], lean_schemas, got[0], f"{path}.{key}", depth + 1)
+
+
+def _schema_for(schemas, gvk):
+    """kubectl's findResourceSchema: the first component whose GVK extension names the kind."""
+    for schema in schemas.values():
+        for candidate in schema.get("x-kubernetes-group-version-kind") or ():
+            if (candidate.get("group", ""), candidate["version"], candidate["kind"]) == gvk:
+                return schema
+    return None
+
+
+@pytest.mark.parametrize("gv", SERVICE.group_versions())
+def test_lean_document_answers_every_patch_lookup_as_the_full_one(gv):
+    full = orjson.loads(SERVICE.v3_document(gv))
+    lean = orjson.loads(SERVICE.v3_document(gv, lean=True))
+    full_schemas, lean_schemas = full["components"]["schemas"], lean["components"]["schemas"]
+    kinds = 0
+    for path, ops in full["paths"].items():
+        patch = ops.get("patch")
+        if patch is None or path.endswith(("/status", "/scale")):
+            continue
+        lean_patch = lean["paths"][path]["patch"]
+        # What kubectl's field validation and patch-type checks read.
+        assert lean_patch["x-kubernetes-group-version-kind"] == patch["x-kubernetes-group-version-kind"]
+        assert [(p["name"], p["in"]) for p in lean_patch["parameters"]] == [("fieldValidation", "query")]
+        smp = "application/strategic-merge-patch+json"
+        assert (smp in lean_patch["requestBody"]["content"]) == (smp in patch["requestBody"]["content"])
+        if smp not in patch["requestBody"]["content"]:
+            continue
+        gvk = tuple(patch["x-kubernetes-group-version-kind"][k] for k in ("group", "version", "kind"))
+        lean_kind = _schema_for(lean_schemas, gvk)
+        assert lean_kind is not None, gvk
+        _compare_walks(full_schemas, _schema_for(full_schemas, gvk), lean_schemas, lean_kind, gvk[2])
+        kinds += 1
+    assert kinds or gv.startswith("apis/metrics")
+
+
+def test_lean_document_keeps_status_and_drops_what_kubectl_never_reads():
+    lean = orjson.loads(SERVICE.v3_document("api/v1", lean=True))
+    schemas = lean["components"]["schemas"]
+    pod = _schema_for(schemas, ("", "v1", "Pod"))
+    conditions = _resolve(schemas, pod["properties"]["status"])["properties"]["conditions"]
+    assert conditions[_MERGE_KEY] == "type"  # a manifest with a status still patches from v3
+    spec = _resolve(schemas, pod["properties"]["spec"])["properties"]
+    assert "restartPolicy" not in spec  # scalars are never looked up
+    assert spec["tolerations"] == {}  # an atomic list: kubectl never looks inside
+    assert spec["nodeSelector"] == {}  # a map: its values are never looked up
+    ports = _resolve(schemas, spec["containers"]["items"])["properties"]["ports"]
+    assert ports == {_MERGE_KEY: "containerPort", _STRATEGY: "merge"}  # its elements hold only scalars
+    # Only kinds that take strategic merge patches are described, and nothing else with a GVK.
+    described = {g["kind"] for s in schemas.values() for g in s.get("x-kubernetes-group-version-kind", ())}
+    assert "DeleteOptions" not in described and "WatchEvent" not in described
+    assert {"Pod", "Service", "ConfigMap"} <= described
+
+
+def test_lean_document_of_custom_resources_has_no_schemas():
+    service = openapi.OpenAPIService(registry)
+    schema = {
+        "type": "object",
+        "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}},
+    }
+    service.register_custom_schema("example.com", "v1", "Widget", "widgets", True, schema, ("status",))
+    lean = orjson.loads(service.v3_document("apis/example.com/v1", lean=True))
+    patch = lean["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"]
+    assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
+    assert "application/strategic-merge-patch+json" not in patch["requestBody"]["content"]
+    assert lean["components"]["schemas"] == {}  # kubectl merge-patches custom resources without them
