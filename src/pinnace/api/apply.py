@@ -653,11 +653,34 @@ def server_side_apply(
     if manager == "kubectl" and current is not None:
         _sync_last_applied(result, applied)
 
+    # As Kubernetes: an apply that changes nothing in the object leaves its manager's time alone, so
+    # the whole write is a no-op (same resourceVersion, no watch event).
+    unchanged = current is not None and _same_but_managed_fields(result, live)
     if mine is None:
         mine = _Entry(manager, "Apply", api_version, None, set(), subresource)
         entries.append(mine)
     mine.fields = new_set
-    mine.time = now or _now()
+    if not unchanged or mine.time is None or mine.api_version != api_version:
+        mine.time = now or _now()
     mine.api_version = api_version
     _write_entries(result, entries)
     return result
+
+
+def _same_but_managed_fields(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for key, value in a.items():
+        if key != "metadata":
+            if value != b[key]:
+                return False
+        elif not isinstance(value, dict) or not isinstance(b[key], dict):
+            if value != b[key]:
+                return False
+        else:
+            other = b[key]
+            if {k for k in value if k != "managedFields"} != {k for k in other if k != "managedFields"}:
+                return False
+            if any(v != other[k] for k, v in value.items() if k != "managedFields"):
+                return False
+    return True

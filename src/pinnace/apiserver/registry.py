@@ -135,6 +135,23 @@ def _stored(obj: dict, info: ResourceInfo | None = None) -> bytes:
             meta["resourceVersion"] = rv
 
 
+def _same_object(new: dict, old: dict) -> bool:
+    """Equal but for the resourceVersion (which `old`, as read from the store, always carries)."""
+    if new.keys() != old.keys():
+        return False
+    for field, value in new.items():
+        if field != "metadata":
+            if value != old[field]:
+                return False
+            continue
+        old_meta = old["metadata"]
+        if {k for k in value if k != "resourceVersion"} != {k for k in old_meta if k != "resourceVersion"}:
+            return False
+        if any(v != old_meta[k] for k, v in value.items() if k != "resourceVersion"):
+            return False
+    return True
+
+
 class Registry:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -421,6 +438,11 @@ class Registry:
                 raise Conflict.modified(info.plural, info.group, name) from None
             await self._after_delete(info, old)
             new["metadata"]["resourceVersion"] = str(deleted.mod_revision)
+            return new, False
+        if _same_object(new, old):
+            # As Kubernetes: a write that changes nothing is not written, and the resourceVersion stays.
+            await self.allocator.release(claimed)
+            new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
             return new, False
         try:
             revision = await self.store.update(key, _stored(new, info), kv.mod_revision)
