@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from pinnace.cli.common import print_columns
 from pinnace.client import Client
 
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
@@ -179,7 +180,7 @@ async def get_table(client: Client, path: str, params: dict[str, str] | None = N
 
 def print_table(tables: list[dict], wide: bool = False, show_namespace: bool = False, show_labels: bool = False,
                 no_headers: bool = False, kind_prefix: str = "") -> None:
-    """Print Tables as kubectl does: plain columns separated by three spaces."""
+    """Print Tables as kubectl does: its columns, three spaces apart (a `rich` table on a terminal)."""
     rows: list[list[str]] = []
     header: list[str] = []
     for table in tables:
@@ -199,10 +200,7 @@ def print_table(tables: list[dict], wide: bool = False, show_namespace: bool = F
             rows.append(cells)
     if not rows:
         return
-    lines = rows if no_headers else [header, *rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for line in lines:
-        print("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+    print_columns(rows if no_headers else [header, *rows], header=not no_headers)
 
 
 def format_cell(value: Any) -> str:

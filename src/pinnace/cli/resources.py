@@ -13,6 +13,7 @@ import contextlib
 import datetime
 from typing import Any
 
+from pinnace.cli.common import print_columns
 from pinnace.cli.kube import (
     add_connection_flags,
     connect,
@@ -88,7 +89,7 @@ async def run_apply(args: argparse.Namespace) -> int:
         for obj in objects:
             kind_type = await type_for_object(client, obj)
             name = obj.get("metadata", {}).get("name")
-            label = f"{kind_type.qualified}/{name}"
+            label = f"{name_prefix(kind_type)}/{name}"
             try:
                 existing = None
                 with contextlib.suppress(NotFound):
@@ -102,13 +103,20 @@ async def run_apply(args: argparse.Namespace) -> int:
             suffix = " (server dry run)" if args.dry_run == "server" else ""
             if existing is None:
                 print(f"{label} created{suffix}")
-            elif existing.get("metadata", {}).get("resourceVersion") == result.get("metadata", {}).get("resourceVersion"):
+            elif _desired_state(existing) == _desired_state(result):
                 print(f"{label} unchanged{suffix}")
             else:
                 print(f"{label} configured{suffix}")
     finally:
         await client.close()
     return 1 if failures else 0
+
+
+def _desired_state(obj: dict) -> dict:
+    """What an apply can change: the object without its status and write bookkeeping (a controller may
+    write status between our read and our apply)."""
+    metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": metadata}
 
 
 async def run_get(args: argparse.Namespace) -> int:
@@ -262,9 +270,7 @@ def print_events(events: list[dict], show_object: bool = False) -> None:
         rows.append([event.get("type", ""), event.get("reason", ""), age, source,
                      *([f"{involved.get('kind', '').lower()}/{involved.get('name', '')}"] if show_object else []),
                      event.get("message", "")])
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  " + "  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    print_columns(rows, gap=2, indent="  ")
 
 
 def human_age(now: datetime.datetime, stamp: str | None) -> str:
@@ -343,7 +349,7 @@ async def run_scale(args: argparse.Namespace) -> int:
             for name in names:
                 await client.patch(kind_type.resource, name, {"spec": {"replicas": args.replicas}},
                                    client.namespace, "merge", subresource="scale")
-                print(f"{kind_type.qualified}/{name} scaled")
+                print(f"{name_prefix(kind_type)}/{name} scaled")
     finally:
         await client.close()
     return 0

@@ -15,6 +15,7 @@ import sys
 
 import aiohttp
 
+from pinnace.cli.common import print_columns
 from pinnace.cli.kube import add_connection_flags, connect, resolve_type, split_type_and_names
 from pinnace.client import ApiError, NotFound
 from pinnace.client.rest import resource_path
@@ -285,9 +286,7 @@ async def run_top(args: argparse.Namespace) -> int:
                 memory = sum(parse_memory(c["usage"]["memory"]) for c in item.get("containers", []))
                 rows.append(([item["metadata"]["namespace"]] if args.all_namespaces else [])
                              + [item["metadata"]["name"], f"{cpu // 1_000_000}m", f"{memory // (1024 * 1024)}Mi"])
-        widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("   ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        print_columns(rows)
     finally:
         await client.close()
     return 0
