@@ -1,14 +1,16 @@
-"""`pinnace images import|ls`: images in the containerd of the node(s) under a data dir.
+"""`pinnace images import|busybox|ls`: images in the containerd of the node(s) under a data dir.
 
 A node started with data dir D runs its containerd at `D/containerd/containerd.sock`; a cluster made
 by `pinnace up --data-dir D` keeps its nodes under `D/nodes/<name>/`. Imports go into containerd's
-`k8s.io` namespace, the only one its CRI plugin sees.
+`k8s.io` namespace, the only one its CRI plugin sees. `busybox` builds a small image from this
+machine's busybox-static (Debian's package), so the cri runtime runs something with no registry at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import subprocess
+import tempfile
 from pathlib import Path
 
 from pinnace.cli.common import default_data_dir, say
@@ -21,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     importer.add_argument("--data-dir", default=None, help="the node's (or `pinnace up`'s) data dir")
     importer.add_argument("file", help="the image archive (.tar)")
     importer.set_defaults(func=import_image)
+    builder = sub.add_parser("busybox", help="build an image of this machine's busybox-static and import it")
+    builder.add_argument("--data-dir", default=None, help="the node's (or `pinnace up`'s) data dir")
+    builder.add_argument("--name", default="busybox:local",
+                         help="image reference (default %(default)s; a tag other than latest, so pods with the "
+                              "default pull policy use it without a registry)")
+    builder.set_defaults(func=build_busybox)
     lister = sub.add_parser("ls", help="list images")
     lister.add_argument("--data-dir", default=None, help="the node's (or `pinnace up`'s) data dir")
     lister.set_defaults(func=list_images)
@@ -53,12 +61,30 @@ def import_image(args: argparse.Namespace) -> int:
     archive = Path(args.file).resolve()
     if not archive.is_file():
         raise CliError(f"{archive} does not exist")
-    for socket in containerd_sockets(Path(args.data_dir or default_data_dir()).expanduser()):
+    return import_archive(archive, Path(args.data_dir or default_data_dir()).expanduser())
+
+
+def build_busybox(args: argparse.Namespace) -> int:
+    from pinnace.cli.main import CliError
+    from pinnace.kubelet.runtime.oci_archive import ImageConfig, build_busybox_image, normalize_reference
+
+    data_dir = Path(args.data_dir or default_data_dir()).expanduser()
+    containerd_sockets(data_dir)  # fail before building when there is nowhere to import
+    with tempfile.TemporaryDirectory(prefix="pinnace-image-") as tmp:
+        archive = Path(tmp) / "image.tar"
+        try:
+            build_busybox_image(args.name, archive, Path(tmp), ImageConfig(cmd=["sh"]))
+        except FileNotFoundError as error:
+            raise CliError(str(error)) from None
+        return import_archive(archive, data_dir, normalize_reference(args.name))
+
+
+def import_archive(archive: Path, data_dir: Path, name: str | None = None) -> int:
+    for socket in containerd_sockets(data_dir):
         out = ctr(socket, "images", "import", "--no-unpack", str(archive))
-        for line in out.splitlines():
-            if line.startswith("unpacking "):
-                line = line.removeprefix("unpacking ")
-            say(f"{socket.parent.parent.name}: imported {line.split()[0] if line else archive.name}")
+        # ctr names what it imported only on some versions; say it either way.
+        names = [line.removeprefix("unpacking ").split()[0] for line in out.splitlines() if line.strip()]
+        say(f"{socket.parent.parent.name}: imported {', '.join(names) or name or archive.name}")
     return 0
 
 
