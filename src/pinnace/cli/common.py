@@ -23,6 +23,25 @@ def say(message: str) -> None:
     print(message, file=sys.stdout, flush=True)
 
 
+def say_progress(elapsed: float, message: str) -> None:
+    """One step of a long command: `[  1.2s] message`; on a terminal drawn by `rich` (warnings in
+    yellow, finished steps ticked)."""
+    stamp = f"[{elapsed:5.1f}s]"
+    if not sys.stdout.isatty():
+        say(f"{stamp} {message}")
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    if message.startswith("warning"):
+        line = f"[dim]{stamp}[/dim] [yellow]{escape(message)}[/yellow]"
+    elif message.endswith((" started", " Ready", "stopped")) or " started:" in message:
+        line = f"[dim]{stamp}[/dim] [green]✓[/green] {escape(message)}"
+    else:
+        line = f"[dim]{stamp}[/dim]   {escape(message)}"
+    Console(highlight=False, soft_wrap=True).print(line)
+
+
 def print_columns(rows: list[list[str]], header: bool = True, gap: int = 3, indent: str = "") -> None:
     """Rows in aligned columns, the first row a header unless `header` is False.
 

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from pinnace.cli.common import default_data_dir, pid_file, say
+from pinnace.cli.common import default_data_dir, pid_file, say, say_progress
 
 NODE_READY_TIMEOUT = 30.0
 NODE_RECORD = "pinnace-node.json"
@@ -143,7 +143,7 @@ class Cluster:
         self.started = time.monotonic()
 
     def progress(self, message: str) -> None:
-        say(f"[{time.monotonic() - self.started:5.1f}s] {message}")
+        say_progress(time.monotonic() - self.started, message)
 
     async def run_until_stopped(self) -> int:
         stop = asyncio.Event()
@@ -301,6 +301,15 @@ class Cluster:
         return min(KubeletConfig.lease_seconds, self.args.node_monitor_grace_period / 4)
 
     async def wait_nodes_ready(self, names: list[str]) -> None:
+        status = contextlib.nullcontext()
+        if sys.stdout.isatty():  # a spinner while the nodes register and report Ready
+            from rich.console import Console
+
+            status = Console().status("waiting for the nodes to be Ready")
+        with status:
+            await self._wait_nodes_ready(names)
+
+    async def _wait_nodes_ready(self, names: list[str]) -> None:
         deadline = time.monotonic() + NODE_READY_TIMEOUT
         pending = set(names)
         while pending and time.monotonic() < deadline:
