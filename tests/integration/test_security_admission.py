@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from pinnace.apiserver.security import SecurityConfig
+
 
 def _pod(name: str, extra: str = "", namespace: str = "default") -> str:
     return f"""
@@ -184,3 +188,73 @@ def test_service_account_token_volume_is_added_unless_opted_out(kubectl) -> None
     assert volumes_of("pod-opts-out") == ([], [[]])
     assert kubectl("apply", "-f", "-", input=_pod("account-opts-out", "  serviceAccountName: quiet\n")).returncode == 0
     assert volumes_of("account-opts-out") == ([], [[]])
+
+
+LIMITS = """
+apiVersion: v1
+kind: LimitRange
+metadata: {name: defaults, namespace: default}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 256Mi}
+    defaultRequest: {cpu: 300m, memory: 128Mi}
+"""
+
+
+def _disabled(*names: str) -> dict:
+    return {"security": SecurityConfig(disable_admission_plugins=names)}
+
+
+@pytest.mark.parametrize("api_server", [_disabled("LimitRanger", "DefaultTolerationSeconds")], indirect=True)
+def test_disabled_admission_plugins_stop_acting(api_server, kubectl) -> None:
+    """--disable-admission-plugins=LimitRanger,DefaultTolerationSeconds: no defaults from a LimitRange;
+    the plugins still on (ServiceAccount, Priority) go on working."""
+    assert kubectl("apply", "-f", "-", input=LIMITS).returncode == 0
+    created = kubectl("apply", "-f", "-", input=_pod("plain"))
+    assert created.returncode == 0, created.stderr
+    pod = json.loads(kubectl("get", "pod", "plain", "-o", "json").stdout)
+    assert not pod["spec"]["containers"][0].get("resources")
+    assert "kubernetes.io/limit-ranger" not in (pod["metadata"].get("annotations") or {})
+    assert pod["spec"]["serviceAccountName"] == "default"
+    chain = api_server.security.chain
+    names = {p.name for p in chain.mutating + chain.validating}
+    assert "LimitRanger" not in names and "DefaultTolerationSeconds" not in names
+    assert {"ServiceAccount", "NodeRestriction", "ResourceQuota", "RBACEscalation"} <= names
+    # (the 300 s tolerations themselves are also set by pinnace.api.defaults: see docs/security.md)
+
+
+def test_the_same_pod_gets_both_defaults_with_the_default_plugins(kubectl) -> None:
+    assert kubectl("apply", "-f", "-", input=LIMITS).returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("plain")).returncode == 0
+    pod = json.loads(kubectl("get", "pod", "plain", "-o", "json").stdout)
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
+    assert {t["key"] for t in pod["spec"]["tolerations"] if t.get("tolerationSeconds") == 300} == {
+        "node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+
+
+@pytest.mark.parametrize("api_server", [_disabled("ResourceQuota", "PodSecurity")], indirect=True)
+def test_disabled_quota_and_pod_security_admit_what_they_would_refuse(api_server, kubectl) -> None:
+    setup = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: locked, labels: {pod-security.kubernetes.io/enforce: restricted}}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: pods, namespace: locked}
+spec: {hard: {pods: "0"}}
+"""
+    assert kubectl("apply", "-f", "-", input=setup).returncode == 0
+    privileged = _pod("root", namespace="locked", extra="    securityContext: {privileged: true}\n")
+    created = kubectl("apply", "-f", "-", input=privileged)
+    assert created.returncode == 0, created.stderr
+
+
+@pytest.mark.parametrize("api_server", [{"security": SecurityConfig(enable_admission_plugins=("AlwaysDeny",))}],
+                         indirect=True)
+def test_always_deny_refuses_every_write(api_server, kubectl) -> None:
+    refused = kubectl("create", "configmap", "x", "--from-literal=a=b")
+    assert refused.returncode != 0
+    assert 'configmaps "x" is forbidden: admission control is denying all modifications' in refused.stderr
+    assert kubectl("get", "configmaps").returncode == 0  # reads are no admission's business

@@ -98,3 +98,81 @@ def test_a_missing_security_file_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "--audit-policy-file" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--enable-admission-plugins=NodeRestriction,AlwaysPullImages"], "AlwaysPullImages is not implemented by pinnace"),
+    (["--enable-admission-plugins", "Bogus"], 'enable-admission-plugins plugin "Bogus" is unknown'),
+    (["--disable-admission-plugins=LimitRanger,Nope"], 'disable-admission-plugins plugin "Nope" is unknown'),
+    (["--enable-admission-plugins=Priority", "--disable-admission-plugins=Priority"], "[Priority] in enable"),
+    (["--disable-admission-plugins=NamespaceLifecycle"], '"NamespaceLifecycle" cannot be disabled in pinnace'),
+    (["--leader-elect-lease-duration=5s"], "must be greater than --leader-elect-renew-deadline (10s)"),
+])
+def test_bad_admission_and_leader_election_flags_are_clear_startup_errors(tmp_path: Path, flags, named) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pinnace", "server", "--data-dir", str(tmp_path), "--port", str(free_port()),
+         "--bind-address", "127.0.0.1", *flags],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "kubeconfig.yaml").exists()  # refused before anything started
+
+
+def test_bad_duration_syntax_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pinnace", "server", "--data-dir", str(tmp_path), "--leader-elect-retry-period=2"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert 'time: missing unit in duration "2"' in result.stderr
+
+
+def test_admission_plugins_and_lease_timing_from_flags(tmp_path: Path) -> None:
+    """`--disable-admission-plugins=LimitRanger` stops LimitRange defaults; the in-process scheduler's
+    and controller manager's Leases carry `--leader-elect-lease-duration`."""
+    data_dir, port = tmp_path / "data", free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pinnace", "server", "--data-dir", str(data_dir), "--port", str(port),
+         "--bind-address", "127.0.0.1", "--disable-admission-plugins=LimitRanger",
+         "--enable-admission-plugins", "AlwaysAdmit", "--leader-elect-lease-duration=4s",
+         "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith("admin kubeconfig"):
+                break
+        else:
+            pytest.fail("pinnace server did not start")
+        env = {**os.environ, "KUBECONFIG": str(data_dir / "kubeconfig.yaml")}
+        cache = ["--cache-dir", str(tmp_path / "kube-cache")]
+
+        def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+            return subprocess.run(["kubectl", *cache, *args], env=env, capture_output=True, text=True, timeout=60,
+                                  input=input)
+
+        leases: dict[str, dict] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(leases) < 2:
+            for name in ("kube-scheduler", "kube-controller-manager"):
+                got = kubectl("get", "lease", name, "-n", "kube-system", "-o", "json")
+                if got.returncode == 0 and json.loads(got.stdout)["spec"].get("holderIdentity"):
+                    leases[name] = json.loads(got.stdout)
+            time.sleep(0.2)
+        assert set(leases) == {"kube-scheduler", "kube-controller-manager"}
+        assert all(lease["spec"]["leaseDurationSeconds"] == 4 for lease in leases.values())
+
+        limits = ("apiVersion: v1\nkind: LimitRange\nmetadata: {name: d}\n"
+                  "spec: {limits: [{type: Container, default: {cpu: 500m}, defaultRequest: {cpu: 100m}}]}\n")
+        assert kubectl("apply", "-f", "-", input=limits).returncode == 0
+        pod = ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
+               "spec: {containers: [{name: c, image: busybox, command: [sleep, '60']}]}\n")
+        created = kubectl("apply", "-f", "-", input=pod)
+        assert created.returncode == 0, created.stderr
+        spec = json.loads(kubectl("get", "pod", "p", "-o", "json").stdout)["spec"]
+        assert not spec["containers"][0].get("resources")
+    finally:
+        server.terminate()
+        server.wait(30)

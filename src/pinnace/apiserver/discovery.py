@@ -7,7 +7,11 @@ for v2 then v2beta1, kubectl 1.27-1.29 only for v2beta1, and a mismatch makes ku
 Without that Accept, the legacy documents are served. The legacy `/api/v1` list is needed even by new
 clients (`kubectl drain` looks for `pods/eviction` there).
 
-All documents are built once from the kind registry and cached as bytes.
+All documents are built once from the kind registry and cached as bytes. The review groups
+(authentication.k8s.io and authorization.k8s.io: TokenReview, SubjectAccessReview, ...) hold no stored
+kinds, so the kind registry lacks them; they are added here from the table that serves them
+(`pinnace.apiserver.authz.reviews`), create-only and without a storageVersionHash, as kube-apiserver
+lists them, in both the legacy and the aggregated documents.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import orjson
 
 from pinnace.api.kinds import KUBERNETES_VERSION, Registry, ResourceInfo
+from pinnace.apiserver.authz.reviews import _RESOURCES as REVIEW_RESOURCES
 
 AGGREGATED_TYPES = {
     "v2": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
@@ -60,6 +65,19 @@ def aggregated_version(accept: str | None) -> str | None:
     return None
 
 
+# kube-apiserver lists the review groups right after events.k8s.io in `/apis`.
+_REVIEW_GROUPS_AFTER = "events.k8s.io"
+
+
+def review_infos() -> list[ResourceInfo]:
+    """The create-only review resources (served by pinnace.apiserver.authz.reviews), as ResourceInfo."""
+    return [
+        ResourceInfo(group, "v1", kind, plural, kind.lower(), namespaced, verbs=("create",))
+        for group, resources in REVIEW_RESOURCES.items()
+        for plural, kind, namespaced in resources
+    ]
+
+
 def _storage_hash(info: ResourceInfo) -> str:
     digest = hashlib.sha256(f"{info.group}/{info.version}/{info.kind}".encode()).digest()
     import base64
@@ -75,8 +93,18 @@ class Discovery:
         from pinnace.apiserver.metricsapi import INFOS as METRICS_INFOS
 
         self.registry = registry
-        self.extra = [*METRICS_INFOS, *(extra or ())]
-        self.groups = registry.group_versions()
+        self.reviews = review_infos()
+        self._unstored = frozenset(info.name for info in self.reviews)
+        self.extra = [*self.reviews, *METRICS_INFOS, *(extra or ())]
+        groups = registry.group_versions()
+        if _REVIEW_GROUPS_AFTER in groups:  # kube-apiserver's order of groups
+            ordered: dict[str, list[str]] = {}
+            for group, versions in groups.items():
+                ordered[group] = versions
+                if group == _REVIEW_GROUPS_AFTER:
+                    ordered.update((g, []) for g in sorted(REVIEW_RESOURCES) if g not in groups)
+            groups = ordered
+        self.groups = groups
         for info in self.extra:
             versions = self.groups.setdefault(info.group, [])
             if info.version not in versions:
@@ -143,7 +171,8 @@ class Discovery:
                 entry["shortNames"] = list(info.short_names)
             if info.categories:
                 entry["categories"] = list(info.categories)
-            entry["storageVersionHash"] = _storage_hash(info)
+            if info.name not in self._unstored:
+                entry["storageVersionHash"] = _storage_hash(info)
             resources.append(entry)
             for name, sub in info.subresources.items():
                 sub_entry: dict[str, Any] = {"name": f"{info.plural}/{name}", "singularName": "", "namespaced": info.namespaced}

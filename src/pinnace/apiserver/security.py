@@ -6,6 +6,7 @@ The server calls into it at a few fixed points and nowhere else:
   audit log), `stop()` on shutdown;
 - `authenticate_token(token)` for bearer tokens the server itself does not know (ServiceAccount JWTs,
   the static token file);
+- `audit_unauthenticated(request, received)` when authentication fails (the 401's audit event);
 - `await serve(request, handler)` around every authenticated request, in the middleware: bound-token
   revocation, impersonation, the per-user rate limit, authorization (403 naming user, verb, resource),
   the review APIs (`kubectl auth can-i`, `whoami`), the per-user watch cap, Warning headers from
@@ -31,7 +32,14 @@ import orjson
 from aiohttp import web
 
 from pinnace.apiserver import bootstrap_rbac
-from pinnace.apiserver.admission import AdmissionRequest, Chain, default_chain
+from pinnace.apiserver.admission import (
+    ALSO_IN_DEFAULTS,
+    ALWAYS_ON,
+    AdmissionRequest,
+    Chain,
+    default_chain,
+    resolve_plugins,
+)
 from pinnace.apiserver.audit import AuditLog
 from pinnace.apiserver.auth import User
 from pinnace.apiserver.authz import reviews
@@ -64,7 +72,11 @@ ALWAYS_ALLOW = Decision(True, "AlwaysAllow")
 @dataclass
 class SecurityConfig:
     authorization_mode: str = "RBAC"  # or "AlwaysAllow": every authenticated user may do everything
-    admission_plugins: tuple[str, ...] | None = None  # None: all of them (see pinnace.apiserver.admission)
+    # kube-apiserver's --enable-admission-plugins / --disable-admission-plugins: names added to and taken
+    # from the default set (pinnace.apiserver.admission.DEFAULT_PLUGINS); unknown names are an error.
+    enable_admission_plugins: tuple[str, ...] = ()
+    disable_admission_plugins: tuple[str, ...] = ()
+    admission_plugins: tuple[str, ...] | None = None  # exactly these instead (None: from the two above)
     token_auth_file: str | None = None  # CSV lines: token,user,uid,"group1,group2" (kube-apiserver's format)
     audit_policy_file: str | None = None
     audit_log_path: str | None = None  # default <data_dir>/audit.log when a policy is given
@@ -104,6 +116,15 @@ class Security:
         self.config: SecurityConfig = getattr(server.config, "security", None) or SecurityConfig()
         if self.config.authorization_mode not in ("RBAC", "AlwaysAllow"):
             raise ValueError(f"authorization mode {self.config.authorization_mode!r}: use RBAC or AlwaysAllow")
+        if self.config.admission_plugins is not None:
+            resolve_plugins(self.config.admission_plugins)  # the names must be known and implemented
+            self.admission_plugins = frozenset(self.config.admission_plugins) | ALWAYS_ON
+        else:
+            self.admission_plugins = resolve_plugins(self.config.enable_admission_plugins,
+                                                     self.config.disable_admission_plugins)
+        for name, what in ALSO_IN_DEFAULTS.items():
+            if name not in self.admission_plugins:
+                log.warning("admission plugin %s is off, but pods still get %s from the API defaults", name, what)
         self.rbac = RBACAuthorizer()
         self.rbac_enabled = self.config.authorization_mode == "RBAC"
         self.limits = UserLimits(self.config.rate_limit_qps, self.config.rate_limit_burst,
@@ -148,7 +169,7 @@ class Security:
         if not str(server.config.store).startswith("sqlite"):
             # Another API server may write into the same etcd: re-list RBAC and the caches now and then.
             self._relister = asyncio.create_task(self._relist_every(RELIST_INTERVAL), name="rbac relist")
-        self.chain = default_chain(server, self.config.admission_plugins)
+        self.chain = default_chain(server, self.admission_plugins)
 
     def stop(self) -> None:
         if self._relister is not None:
@@ -296,9 +317,11 @@ class Security:
         decision = Decision(True)
         watch_key: str | None = None
         watchdog: asyncio.Task[None] | None = None
+        if isinstance(user, ServiceAccountUser) and not await self.tokens.still_valid(user):
+            # A revoked bound token fails authentication, and is audited as such (no user).
+            self.audit_unauthenticated(request, received)
+            raise Unauthorized("Unauthorized")
         try:
-            if isinstance(user, ServiceAccountUser) and not await self.tokens.still_valid(user):
-                raise Unauthorized("Unauthorized")
             user = await self._impersonate(request, user)
             self.limits.take(user)
             request_key = (request.method, request.path, request.query.get("watch"))
@@ -366,6 +389,15 @@ class Security:
         raw = await handlers.read_body(request)
         check_depth(raw)
         return handlers.decode_body(raw, request.headers.get("Content-Type", "application/json"))
+
+    def audit_unauthenticated(self, request: web.Request, received: datetime.datetime | None = None) -> None:
+        """A request that failed authentication (401): one event at stage ResponseStarted with no user,
+        as kube-apiserver's WithFailedAuthenticationAudit writes it (see pinnace.apiserver.audit)."""
+        if self.audit is None:
+            return
+        attrs = from_request(request.method, request.path, request.query)
+        self.audit.record_unauthenticated(attrs=attrs, request=request,
+                                          received=received or datetime.datetime.now(datetime.UTC))
 
     def _audit(self, request: web.Request, user: Any, attrs: Attributes | None, code: int,
                received: datetime.datetime, state: _RequestState, body: bytes | None, decision: Decision) -> None:

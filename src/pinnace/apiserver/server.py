@@ -423,7 +423,11 @@ class ApiServer:
         counted = False
         response: web.StreamResponse
         try:
-            self._authenticate(request)
+            try:
+                self._authenticate(request)
+            except Unauthorized:
+                self.security.audit_unauthenticated(request)  # authentication is the first step: received now
+                raise
             if not long_running:
                 if mutating:
                     if self._mutating_inflight >= self.config.max_mutating_requests_inflight:

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import signal
 
+from pinnace.cli.server import LeaderElected, add_leader_election_flags, leader_election_timing
 from pinnace.client import Client
 from pinnace.controllers.base import ControllerConfig
-from pinnace.controllers.manager import CONTROLLERS, ControllerManager
+from pinnace.controllers.manager import CONTROLLERS, LEASE_NAME, ControllerManager
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="how long pods stay on a not-ready or unreachable node")
     parser.add_argument("--root-ca-file", help="CA certificate published as kube-root-ca.crt (default: the client's)")
     parser.add_argument("--workers", type=int, default=ControllerConfig.workers, help="workers per controller")
+    add_leader_election_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -40,8 +42,11 @@ async def run(args: argparse.Namespace) -> int:
                               default_toleration_seconds=args.default_toleration_seconds, root_ca=root_ca,
                               workers=args.workers)
     names = None if args.controllers in ("*", "") else [n.strip() for n in args.controllers.split(",") if n.strip()]
+    timing = leader_election_timing(args) if args.leader_elect else None
     client = await Client.from_kubeconfig(args.kubeconfig, args.context)
-    manager = ControllerManager(client, config, controllers=names, leader_elect=args.leader_elect)
+    manager: ControllerManager | LeaderElected = ControllerManager(client, config, controllers=names, leader_elect=False)
+    if args.leader_elect:
+        manager = LeaderElected(manager, client, LEASE_NAME, "kube-system", timing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import signal
 
+from pinnace.cli.server import (
+    LeaderElected,
+    LeaderElectionTiming,
+    add_leader_election_flags,
+    leader_election_timing,
+    parse_duration,
+)
 from pinnace.client import Client
 
 
@@ -21,7 +29,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kube-api-qps", type=float, default=1000.0,
                         help="requests per second to the API server (bindings, status, events); 0: unlimited")
     parser.add_argument("--kube-api-burst", type=int, default=2000, help="burst above --kube-api-qps")
+    add_leader_election_flags(parser)
     parser.set_defaults(func=run)
+
+
+def _config_timing(path: str | None) -> LeaderElectionTiming:
+    """leaderElection.leaseDuration/renewDeadline/retryPeriod of a KubeSchedulerConfiguration (Go
+    durations); the flags, when given, win over them."""
+    timing = LeaderElectionTiming()
+    if not path:
+        return timing
+    import yaml
+
+    from pinnace.cli.main import CliError
+
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    leader = (raw.get("leaderElection") or {}) if isinstance(raw, dict) else {}
+    values = {}
+    for key, field in (("leaseDuration", "lease_duration"), ("renewDeadline", "renew_deadline"),
+                       ("retryPeriod", "retry_period")):
+        if leader.get(key) not in (None, ""):
+            try:
+                values[field] = parse_duration(str(leader[key]))
+            except ValueError as error:
+                raise CliError(f"{path}: leaderElection.{key}: {error}") from None
+    return dataclasses.replace(timing, **values)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -33,10 +66,14 @@ async def run(args: argparse.Namespace) -> int:
         config = SchedulerConfig.load(args.config) if args.config else SchedulerConfig()
     except (OSError, ValueError) as failure:
         raise CliError(f"cannot use scheduler configuration {args.config}: {failure}") from failure
+    leader_elect = config.leader_elect if args.leader_elect is None else args.leader_elect
+    timing = leader_election_timing(args, _config_timing(args.config)) if leader_elect else None
     # Every pod costs a binding and an event, so the client's default budget would cap throughput.
     client = await Client.from_kubeconfig(args.kubeconfig, args.context, qps=args.kube_api_qps or None,
                                           burst=args.kube_api_burst)
-    scheduler = Scheduler(client, config, leader_elect=args.leader_elect)
+    scheduler: Scheduler | LeaderElected = Scheduler(client, config, leader_elect=False)
+    if leader_elect:
+        scheduler = LeaderElected(scheduler, client, config.lease_name, config.lease_namespace, timing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,6 +10,8 @@ Every server serves the API and keeps itself in the `kubernetes` Service's endpo
 controller manager of every server campaign for their Leases, so exactly one of each works at a time and
 another takes over within the lease duration when its server goes away. `--no-controllers` runs the API
 server alone (the scheduler and controllers then run elsewhere: `pinnace scheduler`, `pinnace controller-manager`).
+Their leases are timed as kube-scheduler's and kube-controller-manager's: `--leader-elect-lease-duration`
+(15s), `--leader-elect-renew-deadline` (10s), `--leader-elect-retry-period` (2s), in Go duration syntax.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pinnace.cli.common import default_data_dir, say
 
@@ -58,11 +63,148 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     security.add_argument("--audit-log-path", default=None, help="where audit events go as JSON lines (default <data dir>/audit.log)")
     security.add_argument("--encryption-provider-config", default=None,
                           help="an apiserver.config.k8s.io/v1 EncryptionConfiguration: Secrets encrypted at rest")
+    security.add_argument(
+        "--enable-admission-plugins", action="append", default=[], metavar="NAMES",
+        help="admission plugins to turn on besides the default ones (comma-separated, kube-apiserver's names; "
+             "default on: NamespaceLifecycle, LimitRanger, ServiceAccount, NodeRestriction, PodSecurity, Priority, "
+             "DefaultTolerationSeconds, MutatingAdmissionWebhook, ValidatingAdmissionWebhook, ResourceQuota)",
+    )
+    security.add_argument("--disable-admission-plugins", action="append", default=[], metavar="NAMES",
+                          help="admission plugins to turn off, even default ones (comma-separated)")
+    add_leader_election_flags(parser)
     parser.set_defaults(func=run)
+
+
+# ---- leader election timing, as kube-scheduler and kube-controller-manager spell it ----
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([^0-9.]*)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration ("15s", "500ms", "1m30s", "1.5h"; "0" alone needs no unit), as
+    time.ParseDuration reads it; ValueError with Go's wording otherwise."""
+    original = text
+    text = text.strip()
+    sign = 1.0
+    if text[:1] in ("+", "-"):
+        sign = -1.0 if text[0] == "-" else 1.0
+        text = text[1:]
+    if text == "0":
+        return 0.0
+    if not text:
+        raise ValueError(f'time: invalid duration "{original}"')
+    total, position = 0.0, 0
+    while position < len(text):
+        match = _DURATION_PART.match(text, position)  # always matches: both parts are optional
+        assert match is not None
+        number, unit = match.group(1), match.group(2)
+        if number in ("", "."):
+            raise ValueError(f'time: invalid duration "{original}"')
+        if not unit:
+            raise ValueError(f'time: missing unit in duration "{original}"')
+        if unit not in _DURATION_UNITS:
+            raise ValueError(f'time: unknown unit "{unit}" in duration "{original}"')
+        total += float(number) * _DURATION_UNITS[unit]
+        position = match.end()
+    return sign * total
+
+
+def _duration_flag(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class LeaderElectionTiming:
+    """kube-scheduler's and kube-controller-manager's defaults."""
+
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def check(self) -> LeaderElectionTiming:
+        """Raise ValueError as client-go's NewLeaderElector and the component-base validation do."""
+        if self.lease_duration <= 0:
+            raise ValueError("--leader-elect-lease-duration must be greater than zero")
+        if self.renew_deadline <= 0:
+            raise ValueError("--leader-elect-renew-deadline must be greater than zero")
+        if self.retry_period <= 0:
+            raise ValueError("--leader-elect-retry-period must be greater than zero")
+        if self.lease_duration <= self.renew_deadline:
+            raise ValueError(f"--leader-elect-lease-duration ({self.lease_duration:g}s) must be greater than "
+                             f"--leader-elect-renew-deadline ({self.renew_deadline:g}s)")
+        if self.renew_deadline <= self.retry_period * 1.2:  # client-go's JitterFactor
+            raise ValueError(f"--leader-elect-renew-deadline ({self.renew_deadline:g}s) must be greater than "
+                             f"--leader-elect-retry-period ({self.retry_period:g}s) * 1.2")
+        return self
+
+
+def add_leader_election_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("leader election (kube-scheduler's and kube-controller-manager's flags)")
+    group.add_argument("--leader-elect-lease-duration", type=_duration_flag, default=None, metavar="DURATION",
+                       help="how long non-leaders wait after a renewal before they may take the lease over (default 15s)")
+    group.add_argument("--leader-elect-renew-deadline", type=_duration_flag, default=None, metavar="DURATION",
+                       help="how long the leader keeps retrying a renewal before it stops leading (default 10s)")
+    group.add_argument("--leader-elect-retry-period", type=_duration_flag, default=None, metavar="DURATION",
+                       help="how long to wait between attempts to acquire or renew (default 2s)")
+
+
+def leader_election_timing(args: argparse.Namespace, defaults: LeaderElectionTiming | None = None) -> LeaderElectionTiming:
+    """The timing the flags give (flags not given: `defaults`); a clear CliError when it cannot work."""
+    from pinnace.cli.main import CliError
+
+    base = defaults or LeaderElectionTiming()
+    timing = LeaderElectionTiming(
+        lease_duration=_given(getattr(args, "leader_elect_lease_duration", None), base.lease_duration),
+        renew_deadline=_given(getattr(args, "leader_elect_renew_deadline", None), base.renew_deadline),
+        retry_period=_given(getattr(args, "leader_elect_retry_period", None), base.retry_period),
+    )
+    try:
+        return timing.check()
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+class LeaderElected:
+    """A component (Scheduler, ControllerManager, built without its own leader election) that runs only
+    while this process holds its Lease, under a LeaderElector with the given timing: it is started on
+    winning the lease and cancelled on losing it, and campaigns again after."""
+
+    def __init__(self, component: Any, client: Any, lease_name: str, namespace: str = "kube-system",
+                 timing: LeaderElectionTiming | None = None, identity: str | None = None) -> None:
+        from pinnace.client import LeaderElector
+
+        timing = timing or LeaderElectionTiming()
+        self.component = component
+        self.elector = LeaderElector(client, lease_name, namespace=namespace, identity=identity,
+                                     lease_duration=timing.lease_duration, renew_deadline=timing.renew_deadline,
+                                     retry_period=timing.retry_period)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.elector.run(self.component.run),
+                                             name=f"leader election {self.elector.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.component.stop()
 
 
 def security_config(args: argparse.Namespace):
     """The SecurityConfig the flags describe; a named file that does not exist is a clear error."""
+    from pinnace.apiserver.admission import _names, resolve_plugins
     from pinnace.apiserver.security import SecurityConfig
     from pinnace.cli.main import CliError
 
@@ -70,7 +212,15 @@ def security_config(args: argparse.Namespace):
         path = getattr(args, flag, None)
         if path and not Path(path).is_file():
             raise CliError(f"--{flag.replace('_', '-')}: {path} does not exist")
+    enable = tuple(_names(getattr(args, "enable_admission_plugins", None)))
+    disable = tuple(_names(getattr(args, "disable_admission_plugins", None)))
+    try:
+        resolve_plugins(enable, disable)
+    except ValueError as error:
+        raise CliError(f"admission plugins: {error}") from None
     return SecurityConfig(
+        enable_admission_plugins=enable,
+        disable_admission_plugins=disable,
         authorization_mode=getattr(args, "authorization_mode", "RBAC"),
         token_auth_file=getattr(args, "token_auth_file", None),
         audit_policy_file=getattr(args, "audit_policy_file", None),
@@ -86,6 +236,8 @@ async def run(args: argparse.Namespace) -> int:
     from pinnace.store import StoreError
 
     data_dir = Path(args.data_dir or default_data_dir()).expanduser().resolve()
+    security = security_config(args)
+    timing = leader_election_timing(args)
     if args.ca_from:
         try:
             copied = share_pki(Path(args.ca_from).expanduser(), data_dir / "pki")
@@ -96,7 +248,7 @@ async def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         data_dir=data_dir, port=args.port, bind_address=args.bind_address, store=args.store,
         insecure_port=args.insecure_port, advertise_address=args.advertise_address,
-        security=security_config(args),
+        security=security,
     )
     server = ApiServer(config)
     try:
@@ -107,7 +259,7 @@ async def run(args: argparse.Namespace) -> int:
     say(f"admin kubeconfig: {server.kubeconfig_path}   (export KUBECONFIG={server.kubeconfig_path})")
     say(f"node join token: {format_token(server.ca_path.read_bytes(), server.join_token)}")
     say(f"  join a node: pinnace agent --server https://{server.advertise_address()}:{server.port} --token <token>")
-    components = await start_control_loops(server) if args.controllers else []
+    components = await start_control_loops(server, timing) if args.controllers else []
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -150,17 +302,24 @@ def share_pki(source: Path, target: Path) -> list[str]:
     return copied
 
 
-async def start_control_loops(server: object) -> list[tuple[object, object]]:
-    """The scheduler and the controller manager, leader-elected, each with its own client of this server."""
+async def start_control_loops(server: object, timing: LeaderElectionTiming | None = None) -> list[tuple[Any, Any]]:
+    """The scheduler and the controller manager, leader-elected with `timing`, each with its own client
+    of this server. Returns (component, client) pairs; the components are LeaderElected wrappers."""
     from pinnace.client import Client
-    from pinnace.controllers.manager import ControllerManager
+    from pinnace.controllers.manager import LEASE_NAME, ControllerManager
     from pinnace.scheduler.scheduler import Scheduler
 
-    started: list[tuple[object, object]] = []
-    for name, make, qps in (("controller-manager", ControllerManager, 500.0), ("scheduler", Scheduler, 1000.0)):
+    started: list[tuple[Any, Any]] = []
+    for name, qps in (("controller-manager", 500.0), ("scheduler", 1000.0)):
         client = await Client.from_kubeconfig(server.kubeconfig_path, user_agent=name, qps=qps,  # type: ignore[attr-defined]
                                               burst=int(qps * 2))
-        component = make(client)
+        if name == "scheduler":
+            scheduler = Scheduler(client, leader_elect=False)
+            component = LeaderElected(scheduler, client, scheduler.config.lease_name,
+                                      scheduler.config.lease_namespace, timing)
+        else:
+            component = LeaderElected(ControllerManager(client, leader_elect=False), client, LEASE_NAME,
+                                      "kube-system", timing)
         await component.start()
         started.append((component, client))
     return started

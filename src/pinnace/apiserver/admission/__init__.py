@@ -6,9 +6,14 @@ an `ApiError` (usually 403 Forbidden naming the object, as Kubernetes does). `Ch
 plugins, then the validating ones, in kube-apiserver's default order:
 
 NamespaceLifecycle (in the registry: creating in a missing or terminating namespace, deleting
-default/kube-system/kube-public), RBAC escalation prevention, LimitRanger, ServiceAccount,
+default/kube-system/kube-public), RBAC escalation prevention, AlwaysAdmit, LimitRanger, ServiceAccount,
 NodeRestriction, PodSecurity, Priority, DefaultTolerationSeconds, MutatingAdmissionWebhook,
-ValidatingAdmissionWebhook, ResourceQuota.
+ValidatingAdmissionWebhook, ResourceQuota, AlwaysDeny.
+
+Which plugins run is kube-apiserver's `--enable-admission-plugins` / `--disable-admission-plugins`
+(`resolve_plugins`): Kubernetes 1.32's default set as far as pinnace implements it, plus NodeRestriction
+(on in every kubeadm cluster; pinnace's node credentials rely on it). RBAC escalation prevention and the
+CSR requester stamp are not admission plugins in Kubernetes and are always on.
 
 Where pinnace differs: admission sees the object as decoded and checked for types, before the
 registry sets server-owned metadata and applies schema defaults; plugins that read defaulted fields
@@ -95,8 +100,83 @@ class Chain:
                 await plugin.admit(request)
 
 
-def default_chain(server: Any, names: tuple[str, ...] | None = None) -> Chain:
+# kube-apiserver 1.32's admission plugins, in the order it runs them (AllOrderedPlugins).
+ALL_ORDERED_PLUGINS = (
+    "AlwaysAdmit", "NamespaceAutoProvision", "NamespaceLifecycle", "NamespaceExists",
+    "LimitPodHardAntiAffinityTopology", "LimitRanger", "ServiceAccount", "NodeRestriction",
+    "TaintNodesByCondition", "AlwaysPullImages", "ImagePolicyWebhook", "PodSecurity", "PodNodeSelector",
+    "Priority", "DefaultTolerationSeconds", "PodTolerationRestriction", "EventRateLimit",
+    "ExtendedResourceToleration", "DefaultStorageClass", "StorageObjectInUseProtection",
+    "OwnerReferencesPermissionEnforcement", "PersistentVolumeClaimResize", "RuntimeClass",
+    "CertificateApproval", "CertificateSigning", "ClusterTrustBundleAttest", "CertificateSubjectRestriction",
+    "DefaultIngressClass", "DenyServiceExternalIPs", "MutatingAdmissionPolicy", "MutatingAdmissionWebhook",
+    "ValidatingAdmissionPolicy", "ValidatingAdmissionWebhook", "ResourceQuota", "AlwaysDeny",
+)
+# On in kube-apiserver 1.32 unless --disable-admission-plugins names them (DefaultOffAdmissionPlugins' complement).
+KUBE_DEFAULT_ON = frozenset({
+    "NamespaceLifecycle", "LimitRanger", "ServiceAccount", "DefaultStorageClass", "PersistentVolumeClaimResize",
+    "DefaultTolerationSeconds", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook", "ResourceQuota",
+    "StorageObjectInUseProtection", "Priority", "TaintNodesByCondition", "RuntimeClass", "CertificateApproval",
+    "CertificateSigning", "ClusterTrustBundleAttest", "CertificateSubjectRestriction", "DefaultIngressClass",
+    "PodSecurity", "ValidatingAdmissionPolicy", "MutatingAdmissionPolicy",
+})
+# What pinnace implements. NamespaceLifecycle lives in the registry and cannot be turned off.
+IMPLEMENTED = frozenset({
+    "AlwaysAdmit", "NamespaceLifecycle", "LimitRanger", "ServiceAccount", "NodeRestriction", "PodSecurity",
+    "Priority", "DefaultTolerationSeconds", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook",
+    "ResourceQuota", "AlwaysDeny",
+})
+ALWAYS_ON = frozenset({"NamespaceLifecycle"})
+# Defaults pinnace.api.defaults also fills in on every pod, whether or not these plugins run.
+ALSO_IN_DEFAULTS = {
+    "DefaultTolerationSeconds": "the 300 s not-ready/unreachable tolerations",
+    "ServiceAccount": "serviceAccountName: default",
+    "Priority": "priority: 0",
+}
+# Kubernetes' default set that pinnace implements, plus NodeRestriction: kube-apiserver leaves it off, but
+# every kubeadm (and k3s) cluster turns it on, and pinnace's node identities rely on it.
+DEFAULT_PLUGINS = (KUBE_DEFAULT_ON & IMPLEMENTED) | {"NodeRestriction"}
+
+
+def _names(values: Any) -> list[str]:
+    """Comma-separated names (flags may repeat): ["A,B", "C"] -> ["A", "B", "C"]."""
+    if isinstance(values, str):
+        values = [values]
+    return [n.strip() for value in values or () for n in str(value).split(",") if n.strip()]
+
+
+def resolve_plugins(enable: Any = (), disable: Any = ()) -> frozenset[str]:
+    """The enabled plugins for kube-apiserver's --enable-admission-plugins / --disable-admission-plugins:
+    pinnace's defaults, plus `enable`, minus `disable`. ValueError (naming the plugin) for a name
+    kube-apiserver does not know, one in both lists, one pinnace does not implement being enabled, or
+    one that pinnace cannot turn off being disabled. Disabling a plugin pinnace lacks is allowed (a no-op)."""
+    enabled, disabled = _names(enable), _names(disable)
+    errors = [f'{flag}-admission-plugins plugin "{name}" is unknown'
+              for flag, names in (("enable", enabled), ("disable", disabled))
+              for name in names if name not in ALL_ORDERED_PLUGINS]
+    both = sorted(set(enabled) & set(disabled))
+    if both:
+        errors.append(f"[{' '.join(both)}] in enable-admission-plugins and disable-admission-plugins overlapped")
+    missing = [n for n in dict.fromkeys(enabled) if n in ALL_ORDERED_PLUGINS and n not in IMPLEMENTED]
+    if missing:
+        errors.append(f"enable-admission-plugins: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                      f"not implemented by pinnace (it implements {', '.join(sorted(IMPLEMENTED))})")
+    for name in dict.fromkeys(disabled):
+        if name in ALWAYS_ON:
+            errors.append(f"disable-admission-plugins plugin \"{name}\" cannot be disabled in pinnace: "
+                          "the registry enforces it")
+    if errors:
+        raise ValueError("; ".join(errors))
+    return frozenset((DEFAULT_PLUGINS | set(enabled)) - set(disabled))
+
+
+def default_chain(server: Any, names: Any = None) -> Chain:
+    """The chain of the enabled plugins (`names`; None: pinnace's defaults), in kube-apiserver's order.
+
+    RBAC escalation prevention and the CSR requester stamp are no admission plugins in Kubernetes (the
+    RBAC and CSR registries do them) and are always on."""
     from pinnace.apiserver.admission import (
+        always,
         default_toleration_seconds,
         escalation,
         limit_ranger,
@@ -107,9 +187,14 @@ def default_chain(server: Any, names: tuple[str, ...] | None = None) -> Chain:
         service_account,
         webhooks,
     )
+    from pinnace.apiserver.csrsigning import CSRRequester
 
+    enabled = DEFAULT_PLUGINS if names is None else frozenset(names)
+    unknown = sorted(n for n in enabled if n not in IMPLEMENTED)
+    if unknown:
+        raise ValueError(f"admission plugins not implemented by pinnace: {', '.join(unknown)}")
     plugins: list[Any] = [
-        escalation.RBACEscalation(server),
+        always.AlwaysAdmit(),
         limit_ranger.LimitRanger(server),
         service_account.ServiceAccount(server),
         node_restriction.NodeRestriction(server),
@@ -119,15 +204,12 @@ def default_chain(server: Any, names: tuple[str, ...] | None = None) -> Chain:
         webhooks.MutatingWebhooks(server),
         webhooks.ValidatingWebhooks(server),
         resource_quota.ResourceQuota(server),
+        always.AlwaysDeny(),
     ]
-    if names is not None:
-        plugins = [p for p in plugins if p.name in names]
+    plugins = [p for p in plugins if p.name in enabled]
     # Always on, whatever the plugin list: who asked for a certificate is recorded by the server, as
     # Kubernetes' CSR strategy does, never taken from the request body.
-    from pinnace.apiserver.csrsigning import CSRRequester
-
-    plugins.insert(0, CSRRequester())
-    return Chain(plugins)
+    return Chain([CSRRequester(), escalation.RBACEscalation(server), *plugins])
 
 
 def forbidden(request: AdmissionRequest, message: str) -> Any:
