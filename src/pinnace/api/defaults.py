@@ -1,18 +1,14 @@
 """The defaults kube-apiserver fills in on create (and update), for the fields users rely on.
 
-Matches Kubernetes' generated defaulters plus the admission plugins every cluster runs
-(ServiceAccount, DefaultTolerationSeconds). Allocation of Service cluster IPs and node ports is not a
+Matches Kubernetes' generated defaulters plus what the ServiceAccount and Priority admission plugins
+would set (the 300 s not-ready/unreachable tolerations come from the DefaultTolerationSeconds plugin
+alone, so disabling it takes them away). Allocation of Service cluster IPs and node ports is not a
 default but a registry action: see pinnace.apiserver.strategies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-NOT_READY_TOLERATIONS = (
-    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-)
 
 
 def image_pull_policy(image: str) -> str:
@@ -76,12 +72,6 @@ def pod(obj: dict) -> None:
     spec.setdefault("enableServiceLinks", True)
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     spec.setdefault("priority", 0)
-    # DefaultTolerationSeconds admission: tolerate not-ready/unreachable nodes for 300 s.
-    tolerations = spec.setdefault("tolerations", [])
-    present = {(t.get("key"), t.get("effect")) for t in tolerations}
-    for toleration in NOT_READY_TOLERATIONS:
-        if (toleration["key"], "NoExecute") not in present and (toleration["key"], None) not in present:
-            tolerations.append(dict(toleration))
     status = obj.setdefault("status", {})
     status.setdefault("phase", "Pending")
     status.setdefault("qosClass", qos_class(spec))

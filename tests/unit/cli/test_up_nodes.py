@@ -7,6 +7,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,10 @@ def test_a_record_names_its_agent_only_while_that_agent_runs(tmp_path: Path):
     # A process whose command line names the node's data dir and `agent`, as `pinnace agent --data-dir` does.
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "agent", "--data-dir", str(node_dir)])
     try:
+        # Until the child has exec'd, /proc/<pid>/cmdline is still the forking parent's.
+        deadline = time.monotonic() + 10
+        while b"agent" not in Path(f"/proc/{process.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert down.agent_running(process.pid, node_dir)
         assert not down.agent_running(process.pid, tmp_path / "nodes" / "other")  # a reused pid is left alone
         assert not down.agent_running(os.getpid(), node_dir)

@@ -129,7 +129,6 @@ IMPLEMENTED = frozenset({
 ALWAYS_ON = frozenset({"NamespaceLifecycle"})
 # Defaults pinnace.api.defaults also fills in on every pod, whether or not these plugins run.
 ALSO_IN_DEFAULTS = {
-    "DefaultTolerationSeconds": "the 300 s not-ready/unreachable tolerations",
     "ServiceAccount": "serviceAccountName: default",
     "Priority": "priority: 0",
 }
