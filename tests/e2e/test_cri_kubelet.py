@@ -187,6 +187,8 @@ async def test_deployment_from_a_registry_on_pod_ips_with_exec_and_port_forward(
                     break
                 await asyncio.sleep(0.1)
             assert len(pods) == 2, [p.get("status") for p in listed]
+        for p in pods:  # pulled from a registry: imageID is the repo digest, as containerd reports it
+            assert container_status(p, "httpd")["imageID"].startswith(reference.rsplit(":", 1)[0] + "@sha256:")
         ips = {p["status"]["podIP"] for p in pods}
         assert len(ips) == 2 and all(ipaddress.ip_address(ip) in ipaddress.ip_network(kubelet.config.pod_cidr) for ip in ips)
         for ip in ips:

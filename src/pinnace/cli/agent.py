@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cluster-domain", default="cluster.local", help="cluster DNS domain")
     parser.add_argument("--client-ca-file", help="accept only client certificates signed by this CA on --port")
     parser.add_argument("--cri-endpoint", help="with --runtime cri: an existing CRI socket (default: start our own containerd)")
+    parser.add_argument("--container-log-max-size", default="10Mi",
+                        help="with --runtime cri: rotate a container's log file once it reaches this size "
+                             "(a quantity, default 10Mi), as the kubelet's containerLogMaxSize")
+    parser.add_argument("--container-log-max-files", type=int, default=5,
+                        help="with --runtime cri: log files kept per container, the current one included "
+                             "(at least 2, default 5), as the kubelet's containerLogMaxFiles")
     parser.add_argument("--cluster-dns", default=None, help="nameserver of pods with dnsPolicy ClusterFirst (default: 10.43.0.10)")
     parser.add_argument("--proxy-mode", choices=("none", "auto", "iptables", "userspace"), default="none",
                         help="also run this node's service proxy in the agent (auto: iptables as root); "
@@ -82,6 +88,8 @@ async def run(args: argparse.Namespace) -> int:
         read_only_address=args.read_only_address,
         client_ca_file=args.client_ca_file,
         cri_endpoint=args.cri_endpoint,
+        container_log_max_size=args.container_log_max_size,
+        container_log_max_files=args.container_log_max_files,
         cluster_dns=[args.cluster_dns] if args.cluster_dns else None,
         cluster_domain=args.cluster_domain,
     )

@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from pinnace.kubelet.container_log_manager import ContainerLogManager
 from pinnace.kubelet.pod_worker import PodWorker, iso
 from pinnace.kubelet.runtime.base import Runtime
 from pinnace.kubelet.volumes import VolumeManager
@@ -82,6 +83,11 @@ class KubeletConfig:
     eviction_memory_available: str = "100Mi"
     eviction_disk_available_percent: float = 5.0
     cri_endpoint: str | None = None  # runtime "cri": an existing CRI socket; default: our own containerd
+    # Log rotation for runtimes that only write log files (cri), as the kubelet's containerLogMaxSize,
+    # containerLogMaxFiles and containerLogMonitorInterval; the process runtime rotates its own files.
+    container_log_max_size: str = "10Mi"
+    container_log_max_files: int = 5
+    container_log_monitor_interval: float = 10.0
 
 
 def default_node_ip() -> str:
@@ -140,6 +146,26 @@ def make_runtime(config: KubeletConfig) -> Runtime:
     raise KubeletError(f"unknown runtime {config.runtime!r}; choose process or cri")
 
 
+def container_log_manager(config: KubeletConfig, runtime: Any) -> ContainerLogManager | None:
+    """The log rotation of a runtime that can reopen container logs (CRI), with the kubelet's checks."""
+    if not hasattr(runtime, "reopen_container_log"):
+        return None
+    from pinnace.api.quantity import bytes_of
+
+    try:
+        max_size = bytes_of(config.container_log_max_size)
+    except ValueError:
+        raise KubeletError(f"invalid container log max size {config.container_log_max_size!r}: "
+                           "use a quantity such as 10Mi") from None
+    if max_size <= 0:
+        raise KubeletError("the container log max size must be positive")
+    if config.container_log_max_files < 2:
+        raise KubeletError("the container log max files must be at least 2")
+    if config.container_log_monitor_interval <= 0:
+        raise KubeletError("the container log monitor interval must be positive")
+    return ContainerLogManager(runtime, max_size, config.container_log_max_files, config.container_log_monitor_interval)
+
+
 class Kubelet:
     def __init__(self, client: Any, config: KubeletConfig, runtime: Runtime | None = None) -> None:
         from pinnace.client import EventRecorder, InformerFactory
@@ -177,6 +203,7 @@ class Kubelet:
 
         # Runtimes that run images (cri) pull them, report them on the Node and garbage-collect them.
         self.images: ImageManager | None = ImageManager(self) if hasattr(self.runtime, "pull_image") else None
+        self.container_logs = container_log_manager(config, self.runtime)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -220,6 +247,8 @@ class Kubelet:
         ]
         if self.images is not None:
             self.tasks.append(loop.create_task(self.images.gc_loop(), name="kubelet image gc"))
+        if self.container_logs is not None:
+            self.tasks.append(loop.create_task(self.container_logs.run(), name="kubelet container log rotation"))
         self.recorder.event(self.node or self.node_ref(), "Normal", "Starting", "Starting kubelet.")
 
     async def stop(self, close_runtime: bool = True, remove_pods: bool | None = None) -> None:

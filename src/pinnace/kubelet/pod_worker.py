@@ -495,6 +495,9 @@ class PodWorker:
         track.stop_probers()
         # Keep one dead instance (for `logs --previous` and lastState), as the kubelet does.
         if track.previous_id:
+            log_manager = getattr(kubelet, "container_logs", None)
+            if log_manager is not None:  # as the kubelet: a removed container's log files go with it
+                await log_manager.clean(track.previous_id)
             await self.runtime.remove_container(track.previous_id)
             track.messages.pop(track.previous_id, None)
         track.previous_id, track.container_id = track.container_id, container_id
@@ -708,13 +711,18 @@ class PodWorker:
         track.messages[status.id] = message
         return message
 
+    def container_id(self, status: ContainerStatus) -> str:
+        """`<type>://<id>` as the kubelet reports it: the CRI runtime's name (`containerd://`); the
+        process runtime, which is no CRI runtime, says `pinnace://`."""
+        return f"{getattr(self.runtime, 'container_id_type', 'pinnace')}://{status.id}"
+
     def terminated(self, pod: dict, spec: dict, status: ContainerStatus, track: ContainerTrack) -> dict:
         result = {
             "exitCode": status.exit_code if status.exit_code is not None else 0,
             "reason": status.reason or ("Completed" if status.exit_code == 0 else "Error"),
             "startedAt": iso(status.started_at or status.created_at),
             "finishedAt": iso(status.finished_at),
-            "containerID": f"pinnace://{status.id}",
+            "containerID": self.container_id(status),
         }
         message = self.termination_message(pod, spec, status, track) or status.message
         if message:
@@ -735,7 +743,8 @@ class PodWorker:
             "lastState": {},
         }
         if current is not None:
-            result["containerID"] = f"pinnace://{current.id}"
+            result["containerID"] = self.container_id(current)
+            result["imageID"] = current.image_ref
         if previous is not None:
             result["lastState"] = {"terminated": self.terminated(pod, spec, previous, track)}
         if current is None or current.state == ContainerState.CREATED:

@@ -8,6 +8,11 @@ this protocol, so the pod workers never know which one they drive.
 Differences from the CRI, on purpose: exec and port-forward return local streams (an asyncio process
 or a connected socket pair) instead of a URL to a separate streaming server, because the kubelet's
 own HTTP server is the streaming server.
+
+Optional members, which the kubelet looks for with `getattr`: `container_id_type` (the scheme of
+`containerID` in pod statuses, the CRI runtime's name as in `containerd://<id>`; default `pinnace`)
+and `reopen_container_log(container_id)` (CRI ReopenContainerLog: the kubelet then rotates container
+log files itself, see kubelet/container_log_manager.py).
 """
 
 from __future__ import annotations
@@ -104,6 +109,9 @@ class ContainerStatus:
     attempt: int
     state: ContainerState
     image: str = ""
+    # The image the container runs, as the CRI's `image_ref`: its repo digest (`name@sha256:...`), else
+    # its id (`sha256:...`). Pod statuses report it as `imageID`; empty for runtimes without images.
+    image_ref: str = ""
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None

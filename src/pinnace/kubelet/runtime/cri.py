@@ -11,6 +11,12 @@ Where pinnace differs from the kubelet:
 - port-forward connects to the pod's IP from the node (the node reaches every local pod IP).
 The kubelet owns the pod-level cgroup directories it hands to the runtime and removes them, because
 containerd leaves them behind.
+
+Pod statuses get what the kubelet reports over CRI: `containerID` is `<runtime name>://<id>`
+(`containerd://` and the 64-hex id), `imageID` the container status's `image_ref` (the image's repo
+digest, or `sha256:<image id>` for an image that has none, as containerd answers). containerd writes
+the container log files but never rotates them; the kubelet's container log manager does, with
+`reopen_container_log`.
 """
 
 from __future__ import annotations
@@ -196,6 +202,11 @@ class CriRuntime:
 
     def version(self) -> RuntimeVersion:
         return self._version
+
+    @property
+    def container_id_type(self) -> str:
+        """The scheme of `containerID` in pod statuses: the runtime's name, as the kubelet reports it."""
+        return self._version.runtime_name or "containerd"
 
     @property
     def _rt(self) -> rpc.RuntimeServiceStub:
@@ -540,6 +551,7 @@ class CriRuntime:
             attempt=status.metadata.attempt,
             state=state,
             image=status.labels.get(IMAGE_LABEL) or status.image.image,
+            image_ref=status.image_ref,
             created_at=status.created_at / 1e9,
             started_at=status.started_at / 1e9 if status.started_at else None,
             finished_at=status.finished_at / 1e9 if status.finished_at else None,
@@ -549,6 +561,10 @@ class CriRuntime:
             log_path=status.log_path,
             labels={k: v for k, v in status.labels.items() if k != IMAGE_LABEL},
         )
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        """Make the runtime write to a new file at the container's log path (after the kubelet renamed it)."""
+        await self._call(self._rt.ReopenContainerLog, pb.ReopenContainerLogRequest(container_id=container_id))
 
     async def container_status(self, container_id: str) -> ContainerStatus | None:
         try:

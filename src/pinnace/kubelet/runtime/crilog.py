@@ -1,17 +1,21 @@
 """Container log files in the CRI format, and reading them back for `kubectl logs`.
 
 Each line is `<RFC3339Nano timestamp> <stream> <tag> <content>`, the tag `F` for a full line and `P`
-for a partial one (a line longer than 16 KiB is split, as the CRI does). Files rotate at 10 MiB: the
-current file is renamed to `<path>.1`, replacing the older one.
+for a partial one (a line longer than 16 KiB is split, as the CRI does). The process runtime's writer
+rotates its files at 10 MiB: the current file is renamed to `<path>.1`, replacing the older one. Files
+that a CRI runtime writes are rotated by the kubelet (kubelet/container_log_manager.py). Following a
+log (`kubectl logs -f`) continues in the new file after a rotation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import BinaryIO
 
 MAX_LINE = 16 * 1024
 ROTATE_BYTES = 10 * 1024 * 1024
@@ -112,15 +116,26 @@ def format_entry(timestamp: float, content: bytes, partial: bool, timestamps: bo
     return prefix + content + (b"" if partial else b"\n")
 
 
-def _read_lines(paths: list[str]) -> list[bytes]:
+def _read_start(path: str, follow: bool) -> tuple[list[bytes], bytes, BinaryIO | None]:
+    """The lines written so far (the older `<path>.1` first), an incomplete last line, and when
+    following, the open current file: following goes on from where this read stopped, so that no line
+    written meanwhile is lost."""
     lines: list[bytes] = []
-    for path in paths:
-        try:
-            with open(path, "rb") as file:
-                lines.extend(file.readlines())
-        except FileNotFoundError:
-            continue
-    return lines
+    try:
+        with open(path + ".1", "rb") as older:
+            lines.extend(older.readlines())
+    except FileNotFoundError:
+        pass
+    try:
+        file = open(path, "rb")
+    except FileNotFoundError:
+        return lines, b"", None
+    *complete, pending = file.read().split(b"\n")
+    lines.extend(complete)
+    if not follow:
+        file.close()
+        return lines + ([pending] if pending else []), b"", None
+    return lines, pending, file
 
 
 async def read_logs(
@@ -135,8 +150,7 @@ async def read_logs(
     poll_interval: float = 0.2,
 ) -> AsyncIterator[bytes]:
     """Yield formatted log output like the kubelet's ReadLogs; stop following when `is_running()` turns false."""
-    paths = [path + ".1", path]
-    lines = await asyncio.to_thread(_read_lines, paths)
+    lines, pending, file = await asyncio.to_thread(_read_start, path, follow)
     entries = [entry for entry in map(parse_line, lines) if entry is not None]
     if since is not None:
         entries = [entry for entry in entries if entry[0] >= since]
@@ -154,24 +168,34 @@ async def read_logs(
         sent += len(chunk)
         return chunk
 
-    for timestamp, _stream, partial, content in entries:
-        chunk = clip(format_entry(timestamp, content, partial, timestamps))
-        if chunk is None:
+    try:
+        for timestamp, _stream, partial, content in entries:
+            chunk = clip(format_entry(timestamp, content, partial, timestamps))
+            if chunk is None:
+                return
+            yield chunk
+        if file is None:  # not following, or no file yet
             return
-        yield chunk
-    if not follow:
-        return
-    try:
-        file = open(path, "rb")
-    except FileNotFoundError:
-        return
-    try:
-        file.seek(0, os.SEEK_END)
         inode = os.fstat(file.fileno()).st_ino
-        pending = b""
         idle_after_exit = 0
         while True:
             data = file.read()
+            if not data:
+                try:
+                    rotated = os.stat(path).st_ino != inode
+                except FileNotFoundError:
+                    rotated = False  # renamed by a rotation, not reopened by the runtime yet: wait for it
+                if rotated:  # continue with the new file, after what was written to the old one meanwhile
+                    # containerd may still flush lines to the old file after it opened the new one.
+                    await asyncio.sleep(poll_interval)
+                    data = file.read()
+                    with contextlib.suppress(FileNotFoundError):  # else: renamed again, next time
+                        newer = open(path, "rb")
+                        file.close()
+                        file = newer
+                        inode = os.fstat(file.fileno()).st_ino
+                    if not data:
+                        continue
             if data:
                 pending += data
                 *complete, pending = pending.split(b"\n")
@@ -184,18 +208,11 @@ async def read_logs(
                         return
                     yield chunk
                 continue
-            try:
-                if os.stat(path).st_ino != inode:  # rotated: continue with the new file
-                    file.close()
-                    file = open(path, "rb")
-                    inode = os.fstat(file.fileno()).st_ino
-                    continue
-            except FileNotFoundError:
-                return
             if is_running is None or not await is_running():
                 idle_after_exit += 1
                 if idle_after_exit > 1:
                     return
             await asyncio.sleep(poll_interval)
     finally:
-        file.close()
+        if file is not None:
+            file.close()
