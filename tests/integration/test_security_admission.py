@@ -161,6 +161,25 @@ value: 1000
     assert critical.returncode == 0, critical.stderr
 
 
+def test_a_global_default_priority_class_applies_to_pods_that_name_none(kubectl) -> None:
+    plain = kubectl("apply", "-f", "-", input=_pod("before-default"))
+    assert plain.returncode == 0, plain.stderr
+    before = json.loads(kubectl("get", "pod", "before-default", "-o", "json").stdout)["spec"]
+    assert before["priority"] == 0 and "priorityClassName" not in before
+    default_class = """
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: everyone}
+value: 500
+globalDefault: true
+preemptionPolicy: Never
+"""
+    assert kubectl("apply", "-f", "-", input=default_class).returncode == 0
+    assert kubectl("apply", "-f", "-", input=_pod("after-default")).returncode == 0
+    after = json.loads(kubectl("get", "pod", "after-default", "-o", "json").stdout)["spec"]
+    assert (after["priority"], after["priorityClassName"], after["preemptionPolicy"]) == (500, "everyone", "Never")
+
+
 def test_service_account_token_volume_is_added_unless_opted_out(kubectl) -> None:
     def volumes_of(name: str) -> tuple[list[str], list[list[str]]]:
         pod = json.loads(kubectl("get", "pod", name, "-o", "json").stdout)

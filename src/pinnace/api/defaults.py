@@ -1,8 +1,8 @@
 """The defaults kube-apiserver fills in on create (and update), for the fields users rely on.
 
-Matches Kubernetes' generated defaulters plus what the ServiceAccount and Priority admission plugins
-would set (the 300 s not-ready/unreachable tolerations come from the DefaultTolerationSeconds plugin
-alone, so disabling it takes them away). Allocation of Service cluster IPs and node ports is not a
+Matches Kubernetes' generated defaulters. What admission plugins set (the ServiceAccount's
+`serviceAccountName`, Priority's `priority`, DefaultTolerationSeconds' 300 s tolerations) comes from
+those plugins alone, so disabling one takes its defaults away, as in Kubernetes. Allocation of Service cluster IPs and node ports is not a
 default but a registry action: see pinnace.apiserver.strategies.
 """
 
@@ -66,12 +66,8 @@ def pod_spec(spec: dict) -> None:
 def pod(obj: dict) -> None:
     spec = obj.setdefault("spec", {})
     pod_spec(spec)
-    # The ServiceAccount admission plugin's default (the token volume it also mounts is not modelled).
-    spec.setdefault("serviceAccountName", "default")
-    spec.setdefault("serviceAccount", spec["serviceAccountName"])
     spec.setdefault("enableServiceLinks", True)
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
-    spec.setdefault("priority", 0)
     status = obj.setdefault("status", {})
     status.setdefault("phase", "Pending")
     status.setdefault("qosClass", qos_class(spec))

@@ -119,9 +119,14 @@ async def _proxy_plain(request: web.Request, url: str, context: ssl.SSLContext) 
                 response.content_type = upstream.content_type or "text/plain"
                 response.enable_chunked_encoding()
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
+                try:
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                    await response.write_eof()
+                except (ConnectionResetError, aiohttp.ClientConnectionError):
+                    # The client went away (`kubectl logs -f` ended) or the kubelet did: once the
+                    # answer has started, the stream just ends.
+                    pass
                 return response
     except aiohttp.ClientConnectionError as error:
         return _status(502, "ServiceUnavailable", f"error dialing the kubelet: {error}")

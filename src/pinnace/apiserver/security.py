@@ -33,7 +33,6 @@ from aiohttp import web
 
 from pinnace.apiserver import bootstrap_rbac
 from pinnace.apiserver.admission import (
-    ALSO_IN_DEFAULTS,
     ALWAYS_ON,
     AdmissionRequest,
     Chain,
@@ -122,9 +121,6 @@ class Security:
         else:
             self.admission_plugins = resolve_plugins(self.config.enable_admission_plugins,
                                                      self.config.disable_admission_plugins)
-        for name, what in ALSO_IN_DEFAULTS.items():
-            if name not in self.admission_plugins:
-                log.warning("admission plugin %s is off, but pods still get %s from the API defaults", name, what)
         self.rbac = RBACAuthorizer()
         self.rbac_enabled = self.config.authorization_mode == "RBAC"
         self.limits = UserLimits(self.config.rate_limit_qps, self.config.rate_limit_burst,

@@ -174,17 +174,20 @@ class KubeletServer:
         if follow:
             response.enable_chunked_encoding()
         await response.prepare(request)
-        async for chunk in read_logs(
-            status.log_path,
-            follow=follow,
-            tail_lines=int(query["tailLines"]) if query.get("tailLines") else None,
-            since=since,
-            timestamps=query.get("timestamps") == "true",
-            limit_bytes=int(query["limitBytes"]) if query.get("limitBytes") else None,
-            is_running=running,
-        ):
-            await response.write(chunk)
-        await response.write_eof()
+        try:
+            async for chunk in read_logs(
+                status.log_path,
+                follow=follow,
+                tail_lines=int(query["tailLines"]) if query.get("tailLines") else None,
+                since=since,
+                timestamps=query.get("timestamps") == "true",
+                limit_bytes=int(query["limitBytes"]) if query.get("limitBytes") else None,
+                is_running=running,
+            ):
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the reader went away (a `logs -f` that ended): nothing more to send
         return response
 
     # ----------------------------------------------------------------- exec / attach / port-forward

@@ -127,11 +127,6 @@ IMPLEMENTED = frozenset({
     "ResourceQuota", "AlwaysDeny",
 })
 ALWAYS_ON = frozenset({"NamespaceLifecycle"})
-# Defaults pinnace.api.defaults also fills in on every pod, whether or not these plugins run.
-ALSO_IN_DEFAULTS = {
-    "ServiceAccount": "serviceAccountName: default",
-    "Priority": "priority: 0",
-}
 # Kubernetes' default set that pinnace implements, plus NodeRestriction: kube-apiserver leaves it off, but
 # every kubeadm (and k3s) cluster turns it on, and pinnace's node identities rely on it.
 DEFAULT_PLUGINS = (KUBE_DEFAULT_ON & IMPLEMENTED) | {"NodeRestriction"}
