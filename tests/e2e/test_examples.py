@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 
 import pytest
-from tests.fixtures.up_cluster import up_cluster
+from tests.fixtures.up_cluster import eventually, up_cluster
 
 pytestmark = [
     pytest.mark.e2e,
@@ -25,17 +24,6 @@ pytestmark = [
     pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed"),
     pytest.mark.timeout(300),
 ]
-
-
-def eventually(probe: Callable[[], str | None], timeout: float, what: str) -> str:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last is not None:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

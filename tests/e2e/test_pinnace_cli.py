@@ -13,12 +13,11 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from tests.fixtures.up_cluster import PINNACE, ROOT, UpCluster, up_cluster
+from tests.fixtures.up_cluster import PINNACE, ROOT, UpCluster, eventually, up_cluster
 
 pytestmark = [
     pytest.mark.e2e,
@@ -55,16 +54,6 @@ def deployment(version: str) -> dict:
 CONFIGMAPS = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cli-one, labels: {cli: test}}\ndata: {a: '1'}\n"
               "---\n"
               "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cli-two, labels: {cli: test}}\ndata: {b: '2'}\n")
-
-
-def eventually(probe: Callable[[], str | None], timeout: float, what: str) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found is not None:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

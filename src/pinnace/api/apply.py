@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from pinnace.api import schemas
+from pinnace.api.meta import same_but_metadata
 from pinnace.api.patch import BadRequest, Conflict, _deepcopy
 from pinnace.api.schemas import SchemaNode
 
@@ -547,6 +548,9 @@ def _sync_last_applied(result: dict, applied: dict) -> None:
     annotations[LAST_APPLIED] = orjson.dumps(config).decode()
 
 
+_MANAGED_FIELDS = frozenset({"managedFields"})
+
+
 def server_side_apply(
     current: dict | None,
     applied: dict,
@@ -655,7 +659,7 @@ def server_side_apply(
 
     # As Kubernetes: an apply that changes nothing in the object leaves its manager's time alone, so
     # the whole write is a no-op (same resourceVersion, no watch event).
-    unchanged = current is not None and _same_but_managed_fields(result, live)
+    unchanged = current is not None and same_but_metadata(result, live, _MANAGED_FIELDS)
     if mine is None:
         mine = _Entry(manager, "Apply", api_version, None, set(), subresource)
         entries.append(mine)
@@ -665,22 +669,3 @@ def server_side_apply(
     mine.api_version = api_version
     _write_entries(result, entries)
     return result
-
-
-def _same_but_managed_fields(a: dict, b: dict) -> bool:
-    if a.keys() != b.keys():
-        return False
-    for key, value in a.items():
-        if key != "metadata":
-            if value != b[key]:
-                return False
-        elif not isinstance(value, dict) or not isinstance(b[key], dict):
-            if value != b[key]:
-                return False
-        else:
-            other = b[key]
-            if {k for k in value if k != "managedFields"} != {k for k in other if k != "managedFields"}:
-                return False
-            if any(v != other[k] for k, v in value.items() if k != "managedFields"):
-                return False
-    return True

@@ -58,3 +58,21 @@ def parse_time(value: str) -> datetime.datetime:
 
 def labels_of(obj: Mapping) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def same_but_metadata(a: Mapping, b: Mapping, ignored: frozenset[str]) -> bool:
+    """Whether two objects are equal but for the metadata fields named in `ignored` (bookkeeping such
+    as resourceVersion or managedFields), without copying either."""
+    if a.keys() != b.keys():
+        return False
+    for field, value in a.items():
+        other = b[field]
+        if field != "metadata" or not isinstance(value, Mapping) or not isinstance(other, Mapping):
+            if value != other:
+                return False
+            continue
+        if {k for k in value if k not in ignored} != {k for k in other if k not in ignored}:
+            return False
+        if any(v != other[k] for k, v in value.items() if k not in ignored):
+            return False
+    return True

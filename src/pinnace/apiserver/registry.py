@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from pinnace.api.kinds import ResourceInfo
-from pinnace.api.meta import format_time, now_rfc3339
+from pinnace.api.meta import format_time, now_rfc3339, same_but_metadata
 from pinnace.apiserver.conversion import hpa_v1_to_v2, hpa_v2_to_v1, needs_conversion
 from pinnace.apiserver.errors import (
     AlreadyExists,
@@ -135,21 +135,7 @@ def _stored(obj: dict, info: ResourceInfo | None = None) -> bytes:
             meta["resourceVersion"] = rv
 
 
-def _same_object(new: dict, old: dict) -> bool:
-    """Equal but for the resourceVersion (which `old`, as read from the store, always carries)."""
-    if new.keys() != old.keys():
-        return False
-    for field, value in new.items():
-        if field != "metadata":
-            if value != old[field]:
-                return False
-            continue
-        old_meta = old["metadata"]
-        if {k for k in value if k != "resourceVersion"} != {k for k in old_meta if k != "resourceVersion"}:
-            return False
-        if any(v != old_meta[k] for k, v in value.items() if k != "resourceVersion"):
-            return False
-    return True
+_RESOURCE_VERSION = frozenset({"resourceVersion"})
 
 
 class Registry:
@@ -439,7 +425,7 @@ class Registry:
             await self._after_delete(info, old)
             new["metadata"]["resourceVersion"] = str(deleted.mod_revision)
             return new, False
-        if _same_object(new, old):
+        if same_but_metadata(new, old, _RESOURCE_VERSION):
             # As Kubernetes: a write that changes nothing is not written, and the resourceVersion stays.
             await self.allocator.release(claimed)
             new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
