@@ -371,14 +371,54 @@ def _ingress_cells(obj: dict) -> list[Any]:
     return [_name(obj), spec.get("ingressClassName") or "<none>", hosts, address, ports, _created(obj)]
 
 
+def _hpa_targets(spec: dict, status: dict) -> str:
+    """kubectl's formatHPAMetrics: "cpu: 80%/50%" per metric, current from status.currentMetrics[i]."""
+    metrics = spec.get("metrics")
+    if metrics is None and spec.get("targetCPUUtilizationPercentage") is not None:  # autoscaling/v1
+        current = status.get("currentCPUUtilizationPercentage")
+        return f"cpu: {'<unknown>' if current is None else f'{current}%'}/{spec['targetCPUUtilizationPercentage']}%"
+    if not metrics:
+        return "<none>"
+    statuses = status.get("currentMetrics") or []
+    parts = []
+    for i, metric in enumerate(metrics):
+        kind = metric.get("type")
+        field = {"Resource": "resource", "ContainerResource": "containerResource", "Pods": "pods",
+                 "Object": "object", "External": "external"}.get(kind or "")
+        if field is None:
+            parts.append("<unknown type>")
+            continue
+        source = metric.get(field) or {}
+        target = source.get("target") or {}
+        current_status = ((statuses[i] if i < len(statuses) else {}) or {}).get(field) or {}
+        current = current_status.get("current") or {}
+        if field in ("resource", "containerResource"):
+            prefix = source.get("name", "") if field == "resource" else f"{source.get('name', '')}/{source.get('container', '')}"
+            if target.get("averageValue") is not None:
+                parts.append(f"{prefix}: {current.get('averageValue', '<unknown>')}/{target['averageValue']}")
+            else:
+                now = current.get("averageUtilization")
+                goal = target.get("averageUtilization")
+                parts.append(f"{prefix}: {'<unknown>' if now is None else f'{now}%'}/"
+                             f"{'<auto>' if goal is None else f'{goal}%'}")
+        else:
+            value = "value" if target.get("type") == "Value" or (target.get("value") is not None
+                                                                  and target.get("averageValue") is None) else "averageValue"
+            suffix = " (avg)" if value == "averageValue" and field != "pods" else ""
+            parts.append(f"{current.get(value, '<unknown>')}/{target.get(value, '<unknown>')}{suffix}")
+    if len(parts) > 2:
+        return f"{', '.join(parts[:2])} + {len(parts) - 2} more..."
+    return ", ".join(parts)
+
+
 def _hpa_cells(obj: dict) -> list[Any]:
     spec, status = _spec(obj), _status(obj)
     ref = spec.get("scaleTargetRef") or {}
     return [
         _name(obj),
         f"{ref.get('kind', '')}/{ref.get('name', '')}",
-        "<unknown>",
-        spec.get("minReplicas", 1),
+        _hpa_targets(spec, status),
+        spec.get("minReplicas", "<unset>"),
         spec.get("maxReplicas", 0),
         status.get("currentReplicas", 0),
         _created(obj),

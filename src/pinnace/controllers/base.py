@@ -45,6 +45,12 @@ class ControllerConfig:
     job_backoff_base: float = 10.0  # seconds before re-creating a failed Job pod, doubled each time
     job_backoff_max: float = 360.0
     gc_resources: tuple[str, ...] | None = None  # resources the GC watches; None: every deletable one
+    # HorizontalPodAutoscaler (kube-controller-manager's --horizontal-pod-autoscaler-* flags)
+    horizontal_pod_autoscaler_sync_period: float = 15.0
+    horizontal_pod_autoscaler_tolerance: float = 0.1
+    horizontal_pod_autoscaler_downscale_stabilization: float = 300.0
+    horizontal_pod_autoscaler_cpu_initialization_period: float = 300.0
+    horizontal_pod_autoscaler_initial_readiness_delay: float = 30.0
     workers: int = 2
 
 

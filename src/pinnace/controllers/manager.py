@@ -41,6 +41,7 @@ CONTROLLERS: dict[str, str] = {
     "daemonset": "pinnace.controllers.daemonset:DaemonSetController",
     "statefulset": "pinnace.controllers.statefulset:StatefulSetController",
     "disruption": "pinnace.controllers.disruption:DisruptionController",
+    "horizontalpodautoscaling": "pinnace.controllers.hpa:HorizontalPodAutoscalerController",
 }
 
 LEASE_NAME = "kube-controller-manager"
