@@ -17,8 +17,12 @@ from pinnace.client import Client, EventRecorder
 LEASE = {"lease_duration": 2.0, "renew_deadline": 1.4, "retry_period": 0.25}
 
 CANDIDATE = """
-import asyncio, sys
+import asyncio, signal, sys
 from pinnace.client import Client, LeaderElector
+
+# A shell that started the test run in the background leaves SIGINT ignored, and children inherit that:
+# Ctrl-C must reach this candidate whatever started the run.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 async def main(kubeconfig, identity, lease_duration, renew_deadline, retry_period):
     client = await Client.from_kubeconfig(kubeconfig)
