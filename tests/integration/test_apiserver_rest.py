@@ -588,3 +588,36 @@ async def test_wrong_types_are_400_like_a_decoding_error(http):
     status, result, _, _ = await call(http, "POST", PODS, body)
     assert status == 400 and result["reason"] == "BadRequest"
     assert result["message"].startswith('Pod in version "v1" cannot be handled as a Pod: spec.containers[0].image:')
+
+
+async def test_a_list_by_name_never_names_a_revision_newer_than_what_it_read(api_server, http):
+    # `kubectl wait` lists one object by name and watches from the list's resourceVersion: a write that
+    # lands while the list's read is on its way back must still come through that watch.
+    status, _, _, _ = await call(http, "POST", "/api/v1/namespaces/default/pods", pod("raced"))
+    assert status == 201
+    store = api_server.registry.store
+    original_get = store.get
+
+    async def racing_get(key):
+        kv = await original_get(key)
+        if key.endswith("/pods/default/raced"):
+            store.get = original_get  # race once
+            changed = orjson.loads(kv.value)
+            changed["metadata"]["labels"] = {"changed": "yes"}
+            await store.update(key, orjson.dumps(changed), kv.mod_revision)
+            await asyncio.sleep(0.3)  # the watch cache takes the write in before this read returns
+        return kv
+
+    store.get = racing_get
+    try:
+        status, listed, _, _ = await call(http, "GET", "/api/v1/namespaces/default/pods",
+                                          params={"fieldSelector": "metadata.name=raced"})
+    finally:
+        store.get = original_get
+    assert status == 200
+    assert not listed["items"][0]["metadata"].get("labels")  # the read was older than the write
+    params = {"watch": "true", "fieldSelector": "metadata.name=raced", "timeoutSeconds": "2",
+              "resourceVersion": listed["metadata"]["resourceVersion"]}
+    async with http.get("/api/v1/namespaces/default/pods", params=params) as response:
+        events = [orjson.loads(line) async for line in response.content if line.strip()]
+    assert [(e["type"], e["object"]["metadata"].get("labels")) for e in events] == [("MODIFIED", {"changed": "yes"})]

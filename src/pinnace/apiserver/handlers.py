@@ -407,15 +407,18 @@ class ResourceHandlers:
         name = fields.value_of("metadata.name")
         if name and (target.namespace or not info.namespaced) and revision is None and not query.get("continue"):
             # `kubectl wait`, `delete` and `rollout status` list one object by name: read its key.
+            # The list's revision is taken before the read: the object read is then at least that new,
+            # and a watch from the revision cannot skip a change the read did not see (taken after the
+            # read, it could name a later write the read missed, and `kubectl wait` would never see it).
+            list_revision = self.server.watch_cache(info).revision
+            if not list_revision:
+                list_revision = await self.registry.store.current_revision()
             kv = await self.registry.store.get(self.registry.key(info, target.namespace, name))
             items = []
             if kv is not None:
                 obj = object_of(kv, info)
                 if matches is None or matches(obj):
                     items.append(obj)
-            list_revision = self.server.watch_cache(info).revision
-            if not list_revision:
-                list_revision = await self.registry.store.current_revision()
             if kv is not None:
                 # Never older than what it holds: a watch from here must not replay the object's write.
                 list_revision = max(list_revision, kv.mod_revision)
