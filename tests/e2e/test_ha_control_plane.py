@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pytest
 from tests.fixtures.etcd import EtcdCluster, etcd_cluster_running, requires_etcd
+from tests.fixtures.polling import until
 
 from pinnace.client import AlreadyExists, ApiError, Client
 from pinnace.client.rest import ConnectionFailed
@@ -135,20 +136,6 @@ class ServerProcess(HostProcess):
                 return found.group(1)
             await asyncio.sleep(0.1)
         raise AssertionError(f"server {self.url} not ready: {self.log()[-3000:]}")
-
-
-async def until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-            if last:
-                return last
-        except (ApiError, ConnectionFailed) as error:
-            last = error
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 async def test_three_servers_survive_losing_a_server_and_an_etcd_member(hosts, etcd_on_hosts, tmp_path):

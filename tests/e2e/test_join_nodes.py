@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.fixtures.polling import until
 
-from pinnace.client import ApiError, Client, Forbidden, NotFound
-from pinnace.client.rest import ConnectionFailed
+from pinnace.client import Client, Forbidden, NotFound
 from pinnace.kubelet.testing import IS_ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root,
@@ -95,20 +95,6 @@ async def wait_log(process: subprocess.Popen, log: Path, pattern: str, timeout: 
         assert process.poll() is None, log.read_text(errors="replace")[-3000:]
         await asyncio.sleep(0.1)
     raise AssertionError(f"{pattern!r} not in {log}: {log.read_text(errors='replace')[-3000:]}")
-
-
-async def until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-            if last:
-                return last
-        except (ApiError, ConnectionFailed) as error:
-            last = error
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def pinnace_routes(netns: str) -> str:

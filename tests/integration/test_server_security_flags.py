@@ -4,6 +4,7 @@ rest with an EncryptionConfiguration, each in kube-apiserver's file format, thro
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(tmp_path: Path, data_dir: Path, *flags: str) -> Iterator[Callable[..., subprocess.CompletedProcess]]:
+    """`pinnace server` with `flags` on a free port; yields kubectl (its admin kubeconfig, a cache of its own)."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pinnace", "server", "--data-dir", str(data_dir), "--port", str(free_port()),
+         "--bind-address", "127.0.0.1", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith("admin kubeconfig"):
+                break
+        else:
+            pytest.fail("pinnace server did not start")
+        env = {**os.environ, "KUBECONFIG": str(data_dir / "kubeconfig.yaml")}
+        cache = ["--cache-dir", str(tmp_path / "kube-cache")]
+
+        def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+            return subprocess.run(["kubectl", *cache, *args], env=env, capture_output=True, text=True, timeout=60,
+                                  input=input)
+
+        yield kubectl
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def test_static_tokens_audit_and_encryption_from_flags(tmp_path: Path) -> None:
@@ -36,27 +66,10 @@ def test_static_tokens_audit_and_encryption_from_flags(tmp_path: Path) -> None:
         f"- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n      - name: k1\n        secret: {key}\n"
         "  - identity: {}\n"
     )
-    data_dir, audit_log, port = tmp_path / "data", tmp_path / "audit.log", free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pinnace", "server", "--data-dir", str(data_dir), "--port", str(port),
-         "--bind-address", "127.0.0.1", "--no-controllers", "--token-auth-file", str(tokens),
-         "--audit-policy-file", str(policy), "--audit-log-path", str(audit_log),
-         "--encryption-provider-config", str(encryption)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if line.startswith("admin kubeconfig"):
-                break
-        else:
-            pytest.fail("pinnace server did not start")
-        env = {**os.environ, "KUBECONFIG": str(data_dir / "kubeconfig.yaml")}
-        cache = ["--cache-dir", str(tmp_path / "kube-cache")]
-
-        def kubectl(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run(["kubectl", *cache, *args], env=env, capture_output=True, text=True, timeout=60)
-
+    data_dir, audit_log = tmp_path / "data", tmp_path / "audit.log"
+    with running_server(tmp_path, data_dir, "--no-controllers", "--token-auth-file", str(tokens),
+                        "--audit-policy-file", str(policy), "--audit-log-path", str(audit_log),
+                        "--encryption-provider-config", str(encryption)) as kubectl:
         created = kubectl("create", "secret", "generic", "db", "--from-literal=password=hunter2-plaintext")
         assert created.returncode == 0, created.stderr
         whoami = kubectl("auth", "whoami", "--token", "s3cret-token", "-o", "json")
@@ -84,9 +97,6 @@ def test_static_tokens_audit_and_encryption_from_flags(tmp_path: Path) -> None:
             bytes(row[0]) for row in sqlite3.connect(data_dir / "state.db").execute("select value from log where value is not null")
         ) if (data_dir / "state.db").exists() else b""
         assert stored and b"hunter2-plaintext" not in stored and base64.b64encode(b"hunter2-plaintext") not in stored
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def test_a_missing_security_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -131,28 +141,10 @@ def test_bad_duration_syntax_is_a_usage_error(tmp_path: Path) -> None:
 def test_admission_plugins_and_lease_timing_from_flags(tmp_path: Path) -> None:
     """`--disable-admission-plugins=LimitRanger` stops LimitRange defaults; the in-process scheduler's
     and controller manager's Leases carry `--leader-elect-lease-duration`."""
-    data_dir, port = tmp_path / "data", free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pinnace", "server", "--data-dir", str(data_dir), "--port", str(port),
-         "--bind-address", "127.0.0.1", "--disable-admission-plugins=LimitRanger",
-         "--enable-admission-plugins", "AlwaysAdmit", "--leader-elect-lease-duration=4s",
-         "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if line.startswith("admin kubeconfig"):
-                break
-        else:
-            pytest.fail("pinnace server did not start")
-        env = {**os.environ, "KUBECONFIG": str(data_dir / "kubeconfig.yaml")}
-        cache = ["--cache-dir", str(tmp_path / "kube-cache")]
-
-        def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
-            return subprocess.run(["kubectl", *cache, *args], env=env, capture_output=True, text=True, timeout=60,
-                                  input=input)
-
+    data_dir = tmp_path / "data"
+    with running_server(tmp_path, data_dir, "--disable-admission-plugins=LimitRanger",
+                        "--enable-admission-plugins", "AlwaysAdmit", "--leader-elect-lease-duration=4s",
+                        "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms") as kubectl:
         leases: dict[str, dict] = {}
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(leases) < 2:
@@ -173,6 +165,3 @@ def test_admission_plugins_and_lease_timing_from_flags(tmp_path: Path) -> None:
         assert created.returncode == 0, created.stderr
         spec = json.loads(kubectl("get", "pod", "p", "-o", "json").stdout)["spec"]
         assert not spec["containers"][0].get("resources")
-    finally:
-        server.terminate()
-        server.wait(30)

@@ -260,14 +260,7 @@ def resource_replicas(current_replicas: int, target_utilization: int, resource: 
                       tolerance: float = TOLERANCE, cpu_initialization_period: float = CPU_INITIALIZATION_PERIOD,
                       initial_readiness_delay: float = INITIAL_READINESS_DELAY) -> tuple[int, int, int]:
     """(replicas, current utilization %, average usage) for a Utilization target: GetResourceReplicas."""
-    if not pods:
-        raise MetricError("no pods returned by selector while calculating replica count")
-    metrics = dict(metrics)
-    groups = group_pods(pods, metrics, resource, at, cpu_initialization_period, initial_readiness_delay)
-    for name in groups.ignored | groups.unready:
-        metrics.pop(name, None)
-    if not metrics:
-        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
+    metrics, groups = _counted_metrics(pods, metrics, resource, at, cpu_initialization_period, initial_readiness_delay)
     requests = pod_requests(pods, resource, container)
     ratio, utilization, raw = utilization_ratio(metrics, requests, target_utilization)
     scale_up_with_unready = bool(groups.unready) and ratio > 1.0
@@ -295,14 +288,7 @@ def raw_resource_replicas(current_replicas: int, target_milli: int, resource: st
                           cpu_initialization_period: float = CPU_INITIALIZATION_PERIOD,
                           initial_readiness_delay: float = INITIAL_READINESS_DELAY) -> tuple[int, int]:
     """(replicas, average usage in milli-units) for an AverageValue target: GetRawResourceReplicas."""
-    if not pods:
-        raise MetricError("no pods returned by selector while calculating replica count")
-    metrics = dict(metrics)
-    groups = group_pods(pods, metrics, resource, at, cpu_initialization_period, initial_readiness_delay)
-    for name in groups.ignored | groups.unready:
-        metrics.pop(name, None)
-    if not metrics:
-        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
+    metrics, groups = _counted_metrics(pods, metrics, resource, at, cpu_initialization_period, initial_readiness_delay)
     ratio, usage = usage_ratio(metrics, target_milli)
     scale_up_with_unready = bool(groups.unready) and ratio > 1.0
     if not scale_up_with_unready and not groups.missing:
@@ -318,6 +304,20 @@ def raw_resource_replicas(current_replicas: int, target_milli: int, resource: st
             metrics[name] = PodMetric(0)
     new_ratio, _ = usage_ratio(metrics, target_milli)
     return _second_pass(current_replicas, ratio, new_ratio, len(metrics), tolerance), usage
+
+
+def _counted_metrics(pods: list[Object], metrics: dict[str, PodMetric], resource: str, at: dt.datetime,
+                     cpu_initialization_period: float, initial_readiness_delay: float) -> tuple[dict[str, PodMetric], PodGroups]:
+    """The metrics of the pods that count at first (not ignored, not unready), and the pods' groups."""
+    if not pods:
+        raise MetricError("no pods returned by selector while calculating replica count")
+    metrics = dict(metrics)
+    groups = group_pods(pods, metrics, resource, at, cpu_initialization_period, initial_readiness_delay)
+    for name in groups.ignored | groups.unready:
+        metrics.pop(name, None)
+    if not metrics:
+        raise MetricError("did not receive metrics for targeted pods (pods might be unready)")
+    return metrics, groups
 
 
 def _second_pass(current_replicas: int, ratio: float, new_ratio: float, counted: int, tolerance: float) -> int:
